@@ -1,0 +1,98 @@
+"""HoraModel: the peft tuner that injects HoRA layers and owns the per-block generators."""
+
+from __future__ import annotations
+
+import torch
+from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+from torch import nn
+
+from .config import HoraConfig
+from .layer import HoraGenerator, HoraLayer, Linear
+
+
+class HoraModel(BaseTuner):
+    """
+    Creates a HoRA model (cross-head low-rank adaptation with a joint hypernetwork, see shared/HORA.md).
+
+    The targets of one attention block (its q/k/v Linears, or its one fused qkv Linear) share a `HoraGenerator`.
+    Separate targets are separate modules, so the generator cannot live on any one of them: the tuner owns it in
+    `hora_generators[adapter][block]` (block = the targets' parent module path, dots replaced by "-") and each
+    layer keeps a plain, unregistered reference. The state dict therefore holds every generator exactly once
+    (safetensors refuses tensors shared under two names) and `PeftModel.from_pretrained` restores it by name.
+
+    Example:
+
+        ```py
+        >>> from peft import get_peft_model
+        >>> from peftbench.methods.hora import HoraConfig
+        >>> config = HoraConfig(r=8, num_attention_heads=6)  # timm ViT-S: targets blocks.*.attn.qkv (Q and V rows)
+        >>> model = get_peft_model(vit, config)
+        ```
+    """
+
+    prefix: str = "hora_"
+    tuner_layer_cls = HoraLayer
+    target_module_mapping: dict[str, list[str]] = {}  # HoraConfig derives target_modules from its role names
+    uses_shared_state: bool = True
+
+    def _pre_injection_hook(self, model: nn.Module, config: HoraConfig, adapter_name: str) -> None:
+        # Called once, before the first injection; adapters added later get their entry in _block_generator.
+        if "hora_generators" not in self._modules:
+            self.hora_generators = nn.ModuleDict()
+
+    def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key, **kwargs):
+        if current_key is None:
+            raise ValueError("Current Key shouldn't be `None`")
+        base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"{current_key}: HoRA supports torch.nn.Linear targets only, got {type(base).__name__}")
+        head_dim, layout = config.layout(current_key, base.out_features)
+        generator = self._block_generator(config, adapter_name, current_key, base, head_dim)
+        if isinstance(target, HoraLayer):
+            target.update_layer(adapter_name, config, layout, head_dim, generator)
+            return
+        new_module = Linear(target, adapter_name, config, layout, head_dim, generator)
+        if adapter_name not in self.active_adapters:
+            new_module.requires_grad_(False)  # an additional adapter is not trainable until activated
+        self._replace_module(parent, target_name, new_module, target)
+
+    def _block_generator(self, config, adapter_name, key, base: nn.Linear, head_dim: int):
+        """The generator shared by the targets of `key`'s attention block (created by its first target)."""
+        if config.share == "none":
+            return None
+        if adapter_name not in self.hora_generators:
+            self.hora_generators[adapter_name] = nn.ModuleDict()
+        generators = self.hora_generators[adapter_name]
+        block = key.rpartition(".")[0].replace(".", "-") or "-"
+        if block not in generators:
+            with torch.device(base.weight.device):
+                generators[block] = HoraGenerator(config, base.in_features, head_dim)
+        generators[block].check(key, base.in_features, head_dim)
+        return generators[block]
+
+    def set_adapter(self, adapter_name, inference_mode: bool = False) -> None:
+        super().set_adapter(adapter_name, inference_mode=inference_mode)
+        # The layers toggle only their own parameters; the generators live here.
+        active = [adapter_name] if isinstance(adapter_name, str) else adapter_name
+        for name, generators in self.hora_generators.items():
+            generators.requires_grad_(name in active and not inference_mode)
+
+    def set_requires_grad(self, adapter_names, requires_grad: bool = True) -> None:
+        super().set_requires_grad(adapter_names, requires_grad)
+        names = [adapter_names] if isinstance(adapter_names, str) else adapter_names
+        for name, generators in self.hora_generators.items():
+            if name in names:
+                generators.requires_grad_(requires_grad)
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        super().delete_adapter(adapter_name)
+        if adapter_name in self.hora_generators:
+            del self.hora_generators[adapter_name]
+
+    @classmethod
+    def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
+        # Generator keys carry the adapter name in the middle: base_model.hora_generators.<adapter>.<block>.<param>.
+        marker = f".hora_generators.{adapter_name}."
+        if marker in key:
+            return key.replace(marker, ".hora_generators.", 1)
+        return super()._remove_adapter_name_from_key(key, adapter_name)

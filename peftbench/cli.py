@@ -1,0 +1,180 @@
+"""The ``peftbench`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .errors import UsageError
+
+DEFAULT_OUT = "runs"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors: one line and exit 2, like ours
+        raise UsageError(message)
+
+
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a {kind.__name__}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"'{text}' must be positive")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="peftbench", description="Compare PEFT methods at equal parameter budgets.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    lister = sub.add_parser("list", help="show registered methods, tasks or backbones")
+    lister.add_argument("what", choices=["methods", "tasks", "backbones"], nargs="?", default="methods")
+
+    run = sub.add_parser("run", help="train and evaluate methods on tasks; record every run")
+    run.add_argument("--methods", required=True, help="comma-separated method names, e.g. hora,lora")
+    run.add_argument("--tasks", required=True, help="suites or suite/task names, e.g. quick or quick/digits")
+    run.add_argument("--backbone", help="override the suite's backbone (see 'peftbench list backbones')")
+    run.add_argument("--budget", default="lora:r=8", help="trainable parameters: 0.3M, 300k, or lora:r=8 (default)")
+    run.add_argument("--seeds", type=_positive(int), default=1, help="seeds per method (default 1)")
+    run.add_argument("--epochs", type=_positive(int), help="override the suite's epochs")
+    run.add_argument("--batch-size", type=_positive(int), help="override the suite's batch size")
+    run.add_argument("--image-size", type=_positive(int), help="override the suite's image size")
+    run.add_argument("--data-root", help="folder holding the suite's data")
+    run.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT}/)")
+    run.add_argument("--store", help="results store: a SQLAlchemy URL or a file (default OUT/results.db)")
+    run.add_argument("--resume", action="store_true", help="skip runs the store already holds")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    board = sub.add_parser("leaderboard", help="render the results store as markdown")
+    board.add_argument("--store", help=f"results store (default {DEFAULT_OUT}/results.db)")
+    board.add_argument("--output", "--out", dest="output", default="leaderboard/README.md", help="markdown file to write")
+
+    budget = sub.add_parser("budget", help="show the size each method gets at a budget")
+    budget.add_argument("--backbone", default="dinov2-s")
+    budget.add_argument("--budget", default="lora:r=8")
+    budget.add_argument("--methods", help="comma-separated (default: all registered)")
+    budget.add_argument("--image-size", type=_positive(int), default=56)
+    return parser
+
+
+def cmd_list(args) -> int:
+    from . import registry
+    from .backbones import describe_backbones
+
+    if args.what == "backbones":
+        rows = describe_backbones()
+    elif args.what == "methods":
+        found = registry.methods()
+        rows = [(name, f"{cls.description} [{found.origin[name]}]") for name, cls in found.loaded.items()]
+        rows += [(name, f"BROKEN: {why}") for name, why in found.broken.items()]
+    else:
+        found = registry.tasks()
+        rows = []
+        for name, suite in found.loaded.items():
+            rows.append((name, f"{suite.description} [{found.origin[name]}]"))
+            rows += [(f"  {t.id}", f"{t.group}, {t.num_classes} classes, {t.metric}") for t in suite.tasks]
+        rows += [(name, f"BROKEN: {why}") for name, why in found.broken.items()]
+    width = max(len(name) for name, _ in rows)
+    for name, text in rows:
+        print(f"{name:<{width}}  {text}")
+    return 0
+
+
+def _results_table(records: list[dict]) -> str:
+    header = ("task", "method", "trainable", "val acc", "test acc", "train/s", "eval/s", "status")
+    rows = [header]
+    for r in records:
+        ok = r["status"] == "ok"
+        rows.append((
+            f"{r['suite']}/{r['task']}", r["method"],
+            f"{r['trainable_params']:,}" if ok else "-",
+            f"{100 * r['val_metric']:.1f}" if ok else "-",
+            f"{100 * r['test_metric']:.1f}" if ok else "-",
+            f"{r['train_samples_per_s']:.0f}" if ok else "-",
+            f"{r['eval_samples_per_s']:.0f}" if ok else "-",
+            r["status"] if ok else f"failed: {r['error']}",
+        ))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def cmd_run(args) -> int:
+    from .runner import RunOptions, Sweep
+    from .store import Store
+
+    store = Store(args.store or str(Path(args.out) / "results.db"))
+    options = RunOptions(
+        backbone=args.backbone, budget=args.budget, seeds=args.seeds, epochs=args.epochs,
+        batch_size=args.batch_size, image_size=args.image_size, data_root=args.data_root,
+        resume=args.resume, progress=not args.no_progress,
+    )
+    records = Sweep(args.methods, args.tasks, options, store).run()
+    print(_results_table(records) if records else "nothing to run: every run is already in the store")
+    print(f"\n{len(records)} run(s) recorded in {store.url}")
+    return 1 if any(r["status"] != "ok" for r in records) else 0
+
+
+def cmd_leaderboard(args) -> int:
+    from .leaderboard import render
+    from .store import Store
+
+    store = Store(args.store or str(Path(DEFAULT_OUT) / "results.db"), create=False)
+    text = render(store)
+    out = Path(args.output)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(out.suffix + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror}") from exc
+    print(text)
+    print(f"written to {out}")
+    return 0
+
+
+def cmd_budget(args) -> int:
+    from .backbones import load_backbone
+    from .budget import budget_params, parse_budget, solve
+    from .runner import resolve_methods
+    from . import registry
+
+    budget = parse_budget(args.budget)
+    names = args.methods or ",".join(registry.methods().loaded)
+    methods = resolve_methods(names)
+    backbone = load_backbone(args.backbone, args.image_size)
+    target = budget_params(budget, backbone, resolve_methods(",".join({*methods, budget.method} - {None})))
+    print(f"budget {budget.text} = {target:,} trainable parameters on {backbone.name} (head excluded)")
+    for name, method in methods.items():
+        method.check(backbone)
+        sizing = solve(method, backbone, target)
+        size = ", ".join(f"{k}={v}" for k, v in sizing.size.items()) or "fixed"
+        note = "" if sizing.reached else "  (cannot reach the budget: largest size)"
+        print(f"{name:<10} {size:<20} {sizing.count:>12,}  {sizing.count / target:6.1%}{note}")
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard, "budget": cmd_budget}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"peftbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\npeftbench: interrupted; finished runs are in the store, rerun with --resume to continue",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

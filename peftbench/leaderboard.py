@@ -1,0 +1,74 @@
+"""Render the results store as a markdown leaderboard: one table per suite and backbone."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+
+from .store import Store
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def fmt_metric(values: list[float], percent: bool) -> str:
+    mean, std = mean_std(values)
+    scale = 100 if percent else 1
+    text = f"{mean * scale:.1f}" if percent else f"{mean:.4g}"
+    return text + (f" ± {std * scale:.1f}" if percent and len(values) > 1 else "")
+
+
+def fmt_count(n: float) -> str:
+    return f"{n / 1e6:.3f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
+
+
+def _table(rows: list[dict]) -> list[str]:
+    tasks = sorted({r["task"] for r in rows})
+    percent = rows[0]["metric"] == "accuracy"
+    by_method: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_method[(r["method"], r["budget"])].append(r)
+    header = ["method", "budget", *tasks, "mean", "trainable", "train/s", "eval/s", "seeds"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (method, budget), group in sorted(by_method.items()):
+        cells = [method, budget or "-"]
+        task_means = []
+        for task in tasks:
+            values = [r["test_metric"] for r in group if r["task"] == task]
+            cells.append(fmt_metric(values, percent) if values else "-")
+            if values:
+                task_means.append(statistics.fmean(values))
+        cells.append(fmt_metric([statistics.fmean(task_means)], percent) if len(task_means) == len(tasks) else "-")
+        cells.append(fmt_count(statistics.fmean(r["trainable_params"] for r in group)))
+        cells.append(f"{statistics.fmean(r['train_samples_per_s'] for r in group):.0f}")
+        cells.append(f"{statistics.fmean(r['eval_samples_per_s'] for r in group):.0f}")
+        cells.append(str(len({r["seed"] for r in group})))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def render(store: Store) -> str:
+    records = [r for r in store.records(status="ok") if r["phase"] == "final"]
+    out = ["# peftbench leaderboard", ""]
+    if not records:
+        return "\n".join(out + ["No finished runs in the store yet: run `peftbench run` first.", ""])
+    out += ["Test accuracy (%) per task, mean ± std over seeds; trainable parameters exclude the "
+            "classifier head, which every method trains; throughput in samples per second.", ""]
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[(r["suite"], r["backbone"])].append(r)
+    for (suite, backbone), rows in sorted(groups.items()):
+        commits = sorted({str(r["env"].get("git_commit")) for r in rows})
+        versions = rows[-1]["env"]["packages"]
+        out += [f"## {suite} on {backbone}", "",
+                f"Backbone `{backbone}`, settings {rows[-1]['settings']}, "
+                f"commit {', '.join(commits)}, "
+                + ", ".join(f"{k} {v}" for k, v in versions.items() if v), ""]
+        out += _table(rows) + [""]
+    failed = [r for r in store.records() if r["status"] != "ok"]
+    if failed:
+        out += ["## Failed runs", "", "| suite | task | method | seed | error |", "|---|---|---|---|---|"]
+        out += [f"| {r['suite']} | {r['task']} | {r['method']} | {r['seed']} | {r['error']} |" for r in failed]
+        out += [""]
+    return "\n".join(out)

@@ -1,0 +1,148 @@
+"""One comparison: every (task, method, seed) becomes one record in the results store."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import traceback
+import uuid
+from dataclasses import dataclass
+
+import torch
+
+from . import registry
+from .backbones import Backbone, load_backbone
+from .budget import Budget, budget_params, parse_budget, solve
+from .envinfo import environment
+from .errors import UsageError
+from .method import Method
+from .store import Store
+from .task import Splits, Suite, Task, resolve_tasks
+from .train import Classifier, TrainConfig, evaluate, train
+
+DEFAULT_BUDGET = "lora:r=8"
+DEFAULT_RECIPE = {"backbone": "dinov2-s", "image_size": 56, "epochs": 5, "batch_size": 32}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Command-line choices; None means the suite's recipe decides."""
+
+    backbone: str | None = None
+    budget: str = DEFAULT_BUDGET
+    seeds: int = 1
+    epochs: int | None = None
+    batch_size: int | None = None
+    image_size: int | None = None
+    data_root: str | None = None
+    resume: bool = False
+    progress: bool = True
+
+
+def resolve_methods(spec: str) -> dict[str, Method]:
+    found = registry.methods()
+    chosen = {}
+    for name in filter(None, (part.strip() for part in spec.split(","))):
+        if name in found.broken:
+            raise UsageError(f"method plugin '{name}' failed to load: {found.broken[name]}")
+        if name not in found.loaded:
+            raise UsageError(f"unknown method '{name}' (available: {', '.join(sorted(found.loaded))})")
+        chosen[name] = found.loaded[name]()
+    if not chosen:
+        raise UsageError("no methods given (--methods lora,hora)")
+    return chosen
+
+
+def suites() -> dict[str, Suite]:
+    return dict(registry.tasks().loaded)
+
+
+def spec_key(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+
+
+class Sweep:
+    """Runs the (task, method, seed) grid, writing each finished run to the store."""
+
+    def __init__(self, methods: str, tasks: str, options: RunOptions, store: Store):
+        self.methods = resolve_methods(methods)
+        self.tasks = resolve_tasks(tasks, suites())
+        self.budget: Budget = parse_budget(options.budget)
+        self.options = options
+        self.store = store
+        self.env = environment()
+        self._backbones: dict[tuple, Backbone] = {}
+
+    def settings(self, suite: Suite) -> dict:
+        recipe = {**DEFAULT_RECIPE, **suite.recipe}
+        chosen = {k: getattr(self.options, k) for k in ("backbone", "epochs", "batch_size", "image_size")}
+        return {k: chosen[k] if chosen[k] is not None else recipe[k] for k in chosen}
+
+    def backbone(self, name: str, image_size: int) -> Backbone:
+        key = (name, image_size)
+        if key not in self._backbones:
+            self._backbones[key] = load_backbone(name, image_size)
+        return self._backbones[key]
+
+    def run(self) -> list[dict]:
+        done = self.store.finished() if self.options.resume else set()
+        records = []
+        for suite, task in self.tasks:
+            settings = self.settings(suite)
+            backbone = self.backbone(settings["backbone"], settings["image_size"])
+            target = budget_params(self.budget, backbone, self.methods)
+            splits = None
+            for method in self.methods.values():
+                method.check(backbone)
+                sizing = solve(method, backbone, target)
+                hparams = dict(method.defaults)
+                for seed in range(self.options.seeds):
+                    spec = {"task": task.id, "method": method.name, "backbone": backbone.name,
+                            "budget": self.budget.text, "size": sizing.size, "hparams": hparams,
+                            "seed": seed, "data_fraction": 1.0, "phase": "final", "settings": settings}
+                    key = spec_key(spec)
+                    if key in done:
+                        continue
+                    splits = splits or task.load(settings["image_size"], backbone.mean, backbone.std,
+                                                 self.options.data_root)
+                    record = self.one_run(task, method, backbone, splits, sizing, hparams, seed, settings)
+                    record.update(spec_key=key, budget=self.budget.text, budget_reached=int(sizing.reached))
+                    self.store.add(record)
+                    records.append(record)
+        return records
+
+    def one_run(self, task: Task, method: Method, backbone: Backbone, splits: Splits, sizing,
+                hparams: dict, seed: int, settings: dict) -> dict:
+        record = {
+            "run_id": uuid.uuid4().hex, "suite": task.suite, "task": task.name, "group": task.group,
+            "method": method.name, "backbone": backbone.name, "size": sizing.size, "hparams": hparams,
+            "settings": settings, "seed": seed, "data_fraction": 1.0, "phase": "final",
+            "metric": task.metric, "total_params": backbone.total_params, "env": self.env,
+        }
+        try:
+            torch.manual_seed(seed)
+            local = copy.deepcopy(backbone)
+            encoder = method.apply(local, sizing.size, hparams)
+            model = Classifier(encoder, backbone.feature_dim, task.num_classes)
+            head = sum(p.numel() for p in model.head.parameters())
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            config = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"],
+                                 lr=hparams["lr"], weight_decay=hparams["weight_decay"], seed=seed)
+            stats = train(model, splits.train, config, desc=f"{task.id} {method.name} s{seed}",
+                          progress=self.options.progress)
+            val, _ = evaluate(model, splits.val)
+            test, eval_speed = evaluate(model, splits.test)
+            record.update(
+                status="ok", trainable_params=sum(p.numel() for p in trainable) - head,
+                head_params=head, val_metric=val, test_metric=test, train_seconds=stats.seconds,
+                train_samples_per_s=stats.samples_per_s, eval_samples_per_s=eval_speed,
+                peak_memory_mb=stats.peak_memory_mb,
+                adapter_bytes=sum(p.numel() * p.element_size() for p in trainable),
+            )
+        except (UsageError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # recorded, and the sweep goes on
+            record.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0],
+                          env={**self.env, "traceback": traceback.format_exc(limit=8)})
+        return record

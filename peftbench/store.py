@@ -1,0 +1,123 @@
+"""The results store: one row per run, in SQLite by default or any SQLAlchemy URL."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import (JSON, Column, Float, Integer, MetaData, String, Table, Text, create_engine,
+                        event, insert, select)
+from sqlalchemy.exc import SQLAlchemyError
+
+from .errors import UsageError
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+runs = Table(
+    "runs", metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("spec_key", String(64), index=True, nullable=False),  # same run, same key: for --resume
+    Column("suite", String(64), nullable=False),
+    Column("task", String(128), nullable=False),
+    Column("group", String(64)),
+    Column("method", String(64), nullable=False),
+    Column("backbone", String(256), nullable=False),
+    Column("budget", String(64)),
+    Column("budget_reached", Integer),
+    Column("size", JSON),
+    Column("trainable_params", Integer),
+    Column("head_params", Integer),
+    Column("total_params", Integer),
+    Column("hparams", JSON),
+    Column("settings", JSON),  # epochs, batch size, image size, ... as run
+    Column("seed", Integer),
+    Column("data_fraction", Float),
+    Column("phase", String(16)),
+    Column("metric", String(32)),
+    Column("val_metric", Float),
+    Column("test_metric", Float),
+    Column("train_seconds", Float),
+    Column("train_samples_per_s", Float),
+    Column("eval_samples_per_s", Float),
+    Column("merged_eval_samples_per_s", Float),
+    Column("peak_memory_mb", Float),
+    Column("adapter_bytes", Integer),
+    Column("status", String(16), nullable=False),
+    Column("error", Text),
+    Column("env", JSON),
+    Column("created_at", String(32), nullable=False),
+)
+
+meta = Table(
+    "peftbench_meta", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", String(256)),
+)
+
+FIELDS = [c.name for c in runs.columns]
+
+
+def store_url(location: str) -> str:
+    """A SQLAlchemy URL as given, or a file path turned into a SQLite URL."""
+    if "://" in location:
+        return location
+    return f"sqlite:///{Path(location).expanduser().resolve()}"
+
+
+def _sqlite_pragmas(dbapi_connection, _record):
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer of a sweep
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class Store:
+    def __init__(self, location: str, create: bool = True):
+        self.url = store_url(location)
+        if self.url.startswith("sqlite:///"):
+            path = Path(self.url.removeprefix("sqlite:///"))
+            if not create and not path.exists():
+                raise UsageError(f"no results store at {path} (run 'peftbench run' first, or pass --store)")
+            if create:
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise UsageError(f"cannot create the store folder {path.parent}: {exc.strerror}") from exc
+        try:
+            self.engine = create_engine(self.url)
+            if self.engine.dialect.name == "sqlite":
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            with self.engine.begin() as conn:
+                metadata.create_all(conn)
+                version = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+                if version is None:
+                    conn.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+                elif int(version) > SCHEMA_VERSION:
+                    raise UsageError(f"store {location} has schema version {version}, newer than this "
+                                     f"peftbench's {SCHEMA_VERSION}: upgrade peftbench")
+        except (SQLAlchemyError, ModuleNotFoundError) as exc:
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise UsageError(f"cannot open the results store {location}: {reason}") from exc
+
+    def add(self, record: dict) -> None:
+        """Write one run in a single transaction: it is either stored whole or not at all."""
+        row = {key: record.get(key) for key in FIELDS}
+        row["created_at"] = row["created_at"] or datetime.now(timezone.utc).isoformat(timespec="seconds")
+        json.dumps({k: v for k, v in row.items()})  # fail before writing, never half-way
+        with self.engine.begin() as conn:
+            conn.execute(insert(runs).values(**row))
+
+    def records(self, **where) -> list[dict]:
+        query = select(runs).order_by(runs.c.created_at, runs.c.run_id)
+        for key, value in where.items():
+            query = query.where(runs.c[key] == value)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def finished(self) -> set[str]:
+        """spec keys of runs that ended (ok or failed), for --resume."""
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(runs.c.spec_key).where(runs.c.status != "interrupted")).scalars())

@@ -1,0 +1,64 @@
+"""The task plugin interface: a suite is a named list of tasks, each loading its own splits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch.utils.data import Dataset
+
+from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class Splits:
+    """``train`` and ``val`` for tuning, ``trainval`` for the final run, ``test`` used once."""
+
+    train: Dataset
+    val: Dataset
+    trainval: Dataset
+    test: Dataset
+
+
+@dataclass(frozen=True)
+class Task:
+    suite: str
+    name: str
+    group: str
+    modality: str  # "image" | "text"
+    num_classes: int
+    #: load(image_size, mean, std, data_root) -> Splits
+    load: Callable[..., Splits]
+    metric: str = "accuracy"
+    higher_is_better: bool = True
+
+    @property
+    def id(self) -> str:
+        return f"{self.suite}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    tasks: tuple[Task, ...]
+    description: str = ""
+    #: the suite's recipe: default backbone, image size, epochs, batch size, ...
+    recipe: dict = field(default_factory=dict)
+
+
+def resolve_tasks(spec: str, suites: dict[str, Suite]) -> list[tuple[Suite, Task]]:
+    """Turn ``quick,vtab/dtd`` into (suite, task) pairs; unknown names are a UsageError."""
+    chosen: list[tuple[Suite, Task]] = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        suite_name, _, task_name = item.partition("/")
+        suite = suites.get(suite_name)
+        if suite is None:
+            raise UsageError(f"unknown task suite '{suite_name}' (available: {', '.join(sorted(suites)) or 'none'})")
+        tasks = [t for t in suite.tasks if not task_name or t.name == task_name]
+        if not tasks:
+            names = ", ".join(f"{suite.name}/{t.name}" for t in suite.tasks)
+            raise UsageError(f"unknown task '{item}' (available: {names})")
+        chosen += [(suite, t) for t in tasks if (suite, t) not in chosen]
+    if not chosen:
+        raise UsageError("no tasks given (--tasks quick, or suite/task)")
+    return chosen

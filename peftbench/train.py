@@ -1,0 +1,160 @@
+"""The training loop every method shares: AdamW, warm-up then cosine decay, seeded.
+
+It measures what the records report itself: training and evaluation throughput and the
+peak memory of training.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class Classifier(nn.Module):
+    """An (adapted) encoder and the linear head every method trains."""
+
+    def __init__(self, encoder: nn.Module, feature_dim: int, num_classes: int):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def forward(self, x):
+        return self.head(self.encoder(x))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    seed: int
+    warmup_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    seconds: float
+    samples_per_s: float
+    peak_memory_mb: float
+    final_loss: float
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _autocast(dev: torch.device):
+    # bf16 autocast on GPUs; plain fp32 on CPUs, where autocast is slower than it saves
+    return torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
+
+
+def warmup_cosine(total_steps: int, warmup_fraction: float):
+    warmup = max(1, int(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+@contextmanager
+def peak_memory(dev: torch.device):
+    """Yield a dict whose ``mb`` holds the peak memory of the block when it ends.
+
+    On a GPU: the allocator's peak. On a CPU: the growth of the resident set over its size
+    at the start, sampled every 5 ms (torch's CPU allocator keeps no statistics).
+    """
+    result = {"mb": 0.0}
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+        yield result
+        result["mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+        return
+    import psutil
+
+    process = psutil.Process()
+    start = process.memory_info().rss
+    peak = [start]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(0.005):
+            peak[0] = max(peak[0], process.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield result
+    finally:
+        stop.set()
+        sampler.join()
+        result["mb"] = (max(peak[0], process.memory_info().rss) - start) / 2**20
+
+
+def train(model: Classifier, data: Dataset, config: TrainConfig, desc: str = "train",
+          progress: bool = True) -> TrainStats:
+    dev = device()
+    model.to(dev).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, drop_last=False,
+                        generator=torch.Generator().manual_seed(config.seed))
+    total = config.epochs * len(loader)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, config.warmup_fraction))
+    loss_fn = nn.CrossEntropyLoss()
+    seen, loss = 0, torch.tensor(float("nan"))
+    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, dynamic_ncols=True, mininterval=1.0)
+    with peak_memory(dev) as memory:
+        start = time.perf_counter()
+        for epoch in range(config.epochs):
+            for x, y in loader:
+                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                with _autocast(dev):
+                    loss = loss_fn(model(x).float(), y)
+                if not torch.isfinite(loss):
+                    bar.close()
+                    raise TrainingDiverged(f"loss became {loss.item()} in epoch {epoch + 1}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                seen += len(y)
+                bar.update()
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        seconds = time.perf_counter() - start
+    bar.close()
+    return TrainStats(seconds, seen / seconds, memory["mb"], loss.item())
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Dataset, batch_size: int = 128) -> tuple[float, float]:
+    """Top-1 accuracy and samples per second."""
+    dev = device()
+    model.to(dev).eval()
+    correct = seen = 0
+    start = time.perf_counter()
+    for x, y in DataLoader(data, batch_size=batch_size):
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        with _autocast(dev):
+            correct += (model(x).argmax(-1) == y).sum().item()
+        seen += len(y)
+    seconds = time.perf_counter() - start
+    return correct / seen, seen / seconds
