@@ -46,7 +46,11 @@ def budget_params(budget: Budget, backbone: Backbone, methods: dict[str, Method]
         return budget.params
     if budget.method not in methods:
         raise UsageError(f"unknown method '{budget.method}' in budget '{budget.text}' (available: {', '.join(sorted(methods))})")
-    return methods[budget.method].count(backbone, budget.size)
+    method = methods[budget.method]
+    if set(budget.size) != set(method.knobs):
+        knobs = ", ".join(f"{k}=N" for k in method.knobs) or "none"
+        raise UsageError(f"budget '{budget.text}': {method.name} takes {knobs}")
+    return method.count(backbone, budget.size)
 
 
 def solve(method: Method, backbone: Backbone, target: int) -> Sizing:

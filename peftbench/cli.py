@@ -108,13 +108,14 @@ def cmd_run(args) -> int:
     from .runner import RunOptions, Sweep
     from .store import Store
 
-    store = Store(args.store or str(Path(args.out) / "results.db"))
     options = RunOptions(
         backbone=args.backbone, budget=args.budget, seeds=args.seeds, epochs=args.epochs,
         batch_size=args.batch_size, image_size=args.image_size, data_root=args.data_root,
         resume=args.resume, progress=not args.no_progress,
     )
-    records = Sweep(args.methods, args.tasks, options, store).run()
+    sweep = Sweep(args.methods, args.tasks, options)
+    store = Store(args.store or str(Path(args.out) / "results.db"))
+    records = sweep.run(store)
     print(_results_table(records) if records else "nothing to run: every run is already in the store")
     print(f"\n{len(records)} run(s) recorded in {store.url}")
     return 1 if any(r["status"] != "ok" for r in records) else 0
@@ -149,13 +150,14 @@ def cmd_budget(args) -> int:
     names = args.methods or ",".join(registry.methods().loaded)
     methods = resolve_methods(names)
     backbone = load_backbone(args.backbone, args.image_size)
-    target = budget_params(budget, backbone, resolve_methods(",".join({*methods, budget.method} - {None})))
+    target = budget_params(budget, backbone, resolve_methods(budget.method) if budget.method else {})
     print(f"budget {budget.text} = {target:,} trainable parameters on {backbone.name} (head excluded)")
     for name, method in methods.items():
         method.check(backbone)
         sizing = solve(method, backbone, target)
         size = ", ".join(f"{k}={v}" for k, v in sizing.size.items()) or "fixed"
-        note = "" if sizing.reached else "  (cannot reach the budget: largest size)"
+        note = ("  (fixed size: a reference point)" if not method.knobs
+                else "" if sizing.reached else "  (cannot reach the budget: largest size)")
         print(f"{name:<10} {size:<20} {sizing.count:>12,}  {sizing.count / target:6.1%}{note}")
     return 0
 

@@ -7,6 +7,7 @@ through a peft config so that saving, loading and merging come from peft.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Sequence
 
 from torch import nn
@@ -44,8 +45,22 @@ class Method:
         """Raise UsageError when the method cannot adapt this backbone."""
 
 
+_shapes_cache: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
 def linear_shapes(module: nn.Module, suffixes: Sequence[str]) -> list[tuple[int, int]]:
-    """(in_features, out_features) of every Linear whose name ends with one of ``suffixes``."""
+    """(in_features, out_features) of every Linear whose name ends with one of ``suffixes``.
+
+    Cached per module: the budget solver asks for the same shapes once per candidate size.
+    """
+    cache = _shapes_cache.setdefault(module, {})
+    key = tuple(suffixes)
+    if key not in cache:
+        cache[key] = _find_linear_shapes(module, suffixes)
+    return cache[key]
+
+
+def _find_linear_shapes(module: nn.Module, suffixes: Sequence[str]) -> list[tuple[int, int]]:
     shapes = [
         (m.in_features, m.out_features)
         for name, m in module.named_modules()
@@ -63,3 +78,15 @@ def default_targets(backbone: Backbone) -> list[str]:
         up = [name for name in layout.mlp_up if name.endswith("up_proj")] or list(layout.mlp_up)
         return [layout.q, layout.k, layout.v, *up, layout.mlp_down]
     return [layout.q, layout.v]
+
+
+class PeftMethod(Method):
+    """A method expressed as a peft config: saving, loading and merging come from peft."""
+
+    def peft_config(self, backbone: Backbone, size: dict, hparams: dict):
+        raise NotImplementedError
+
+    def apply(self, backbone: Backbone, size: dict, hparams: dict) -> nn.Module:
+        from peft import get_peft_model
+
+        return get_peft_model(backbone.module, self.peft_config(backbone, size, hparams))

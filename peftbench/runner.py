@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from . import registry
-from .backbones import Backbone, load_backbone
+from .backbones import Backbone, check_backbone_name, load_backbone
 from .budget import Budget, budget_params, parse_budget, solve
 from .envinfo import environment
 from .errors import UsageError
@@ -65,12 +65,15 @@ def spec_key(spec: dict) -> str:
 class Sweep:
     """Runs the (task, method, seed) grid, writing each finished run to the store."""
 
-    def __init__(self, methods: str, tasks: str, options: RunOptions, store: Store):
+    def __init__(self, methods: str, tasks: str, options: RunOptions):
+        """Validate every choice up front, so bad input fails before any work or write."""
         self.methods = resolve_methods(methods)
         self.tasks = resolve_tasks(tasks, suites())
         self.budget: Budget = parse_budget(options.budget)
+        self.reference = resolve_methods(self.budget.method) if self.budget.method else {}
         self.options = options
-        self.store = store
+        for suite, _ in self.tasks:
+            check_backbone_name(self.settings(suite)["backbone"])
         self.env = environment()
         self._backbones: dict[tuple, Backbone] = {}
 
@@ -85,13 +88,13 @@ class Sweep:
             self._backbones[key] = load_backbone(name, image_size)
         return self._backbones[key]
 
-    def run(self) -> list[dict]:
-        done = self.store.finished() if self.options.resume else set()
+    def run(self, store: Store) -> list[dict]:
+        done = store.finished() if self.options.resume else set()
         records = []
         for suite, task in self.tasks:
             settings = self.settings(suite)
             backbone = self.backbone(settings["backbone"], settings["image_size"])
-            target = budget_params(self.budget, backbone, self.methods)
+            target = budget_params(self.budget, backbone, self.reference)
             splits = None
             for method in self.methods.values():
                 method.check(backbone)
@@ -108,7 +111,7 @@ class Sweep:
                                                  self.options.data_root)
                     record = self.one_run(task, method, backbone, splits, sizing, hparams, seed, settings)
                     record.update(spec_key=key, budget=self.budget.text, budget_reached=int(sizing.reached))
-                    self.store.add(record)
+                    store.add(record)
                     records.append(record)
         return records
 

@@ -51,6 +51,10 @@ class HoraMLP(nn.Module):
         nn.init.zeros_(self.b1)
         nn.init.zeros_(self.b2)
 
+    def extra_repr(self) -> str:
+        groups = f", groups={self.w1.shape[0]}" if self.w1.dim() == 3 else ""
+        return f"dim={self.w1.shape[-1]}, hidden={self.w1.shape[-2]}{groups}"
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.act(z @ self.w1.mT + self.b1) @ self.w2.mT + self.b2
 
@@ -160,11 +164,12 @@ class HoraLayer(BaseTunerLayer):
         def per_role(shape_of):
             return nn.ParameterDict({role: nn.Parameter(torch.empty(*shape_of(n))) for role, (_, _, n) in layout.items()})
 
-        self.hora_A[adapter_name] = per_role(lambda n: (r, self.in_features)) if own_seeds else nn.ParameterDict()
-        self.hora_B[adapter_name] = per_role(lambda n: (n, head_dim, r)) if own_seeds else nn.ParameterDict()
-        self.hora_proj_A[adapter_name] = per_role(lambda n: (r, r)) if generator is not None else nn.ParameterDict()
-        self.hora_proj_B[adapter_name] = per_role(lambda n: (r, r)) if generator is not None else nn.ParameterDict()
+        if own_seeds:
+            self.hora_A[adapter_name] = per_role(lambda n: (r, self.in_features))
+            self.hora_B[adapter_name] = per_role(lambda n: (n, head_dim, r))
         if generator is not None:
+            self.hora_proj_A[adapter_name] = per_role(lambda n: (r, r))
+            self.hora_proj_B[adapter_name] = per_role(lambda n: (r, r))
             self.hora_generator[adapter_name] = generator
         self.reset_hora_parameters(adapter_name, config.init_weights)
         self._move_adapter_to_device_of_base_layer(adapter_name)
@@ -172,17 +177,20 @@ class HoraLayer(BaseTunerLayer):
 
     @torch.no_grad()
     def reset_hora_parameters(self, adapter_name: str, init_weights: bool = True) -> None:
+        def params(container):
+            return container[adapter_name].values() if adapter_name in container else ()
+
         generated = adapter_name in self.hora_generator
-        for p in self.hora_A[adapter_name].values():
+        for p in params(self.hora_A):
             _kaiming_(p)  # as LoRA's A
-        for p in self.hora_B[adapter_name].values():
+        for p in params(self.hora_B):
             if generated or not init_weights:
                 _kaiming_(p)  # a B *seed* must be random: with zero seeds and zero P_B no gradient would flow
             else:
                 nn.init.zeros_(p)  # MH-LoRA's free B, as LoRA's
-        for p in self.hora_proj_A[adapter_name].values():
+        for p in params(self.hora_proj_A):
             _unit_(p)
-        for p in self.hora_proj_B[adapter_name].values():
+        for p in params(self.hora_proj_B):
             if init_weights:
                 nn.init.zeros_(p)  # the adapted model equals the base model at step 0
             else:

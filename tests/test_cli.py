@@ -1,0 +1,107 @@
+"""The command line end to end on a tiny backbone, and its answers to bad input."""
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from peftbench.cli import main
+from peftbench.store import FIELDS, Store
+
+TINY = ["--backbone", "tiny-dinov2", "--image-size", "28", "--epochs", "1", "--no-progress"]
+
+
+def digest(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest() if os.path.exists(path) else None
+
+
+@pytest.fixture(scope="module")
+def finished_store(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("run") / "results.db")
+    assert main(["run", "--methods", "lora,linear", "--tasks", "quick", "--store", path, *TINY]) == 0
+    return path
+
+
+def test_run_records_one_complete_row_per_task_and_method(finished_store):
+    records = Store(finished_store).records()
+    assert sorted((r["task"], r["method"]) for r in records) == [
+        ("digits", "linear"), ("digits", "lora"), ("textures", "linear"), ("textures", "lora")]
+    for r in records:
+        assert r["status"] == "ok" and set(r) == set(FIELDS)
+        assert 0 <= r["val_metric"] <= 1 and 0 <= r["test_metric"] <= 1
+        assert r["train_samples_per_s"] > 0 and r["eval_samples_per_s"] > 0
+        assert r["env"]["packages"]["torch"] and r["phase"] == "final"
+    lora = [r for r in records if r["method"] == "lora"]
+    assert all(r["trainable_params"] == 2 * 2 * (64 + 64) * 8 for r in lora)  # q,v x 2 blocks, r=8
+
+
+def test_run_prints_the_results_table(tmp_path, capsys):
+    store = str(tmp_path / "r.db")
+    assert main(["run", "--methods", "linear", "--tasks", "quick/digits", "--store", store, *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "task" in out and "test acc" in out and "quick/digits" in out and "linear" in out
+
+
+def test_leaderboard_renders_the_store(finished_store, tmp_path, capsys):
+    out = tmp_path / "board" / "README.md"
+    assert main(["leaderboard", "--store", finished_store, "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "## quick on tiny-dinov2" in text
+    assert "| lora |" in text and "| linear |" in text and "digits" in text and "textures" in text
+
+
+def test_resume_repeats_nothing(finished_store, capsys):
+    before = len(Store(finished_store).records())
+    assert main(["run", "--methods", "lora,linear", "--tasks", "quick", "--store", finished_store,
+                 "--resume", *TINY]) == 0
+    assert len(Store(finished_store).records()) == before
+    assert "nothing to run" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["run", "--methods", "nope", "--tasks", "quick"], "nope"),
+    (["run", "--methods", "lora", "--tasks", "nosuite"], "nosuite"),
+    (["run", "--methods", "lora", "--tasks", "quick/nothere"], "quick/nothere"),
+    (["run", "--methods", "lora", "--tasks", "quick", "--backbone", "resnet"], "resnet"),
+    (["run", "--methods", "lora", "--tasks", "quick", "--budget", "lots"], "lots"),
+    (["run", "--methods", "lora", "--tasks", "quick", "--seeds", "0"], "0"),
+    (["run", "--methods", "lora", "--tasks", "quick", "--epochs", "x"], "x"),
+    (["run", "--methods", "", "--tasks", "quick"], "methods"),
+    (["list", "things"], "things"),
+    (["frobnicate"], "frobnicate"),
+])
+def test_bad_input_is_one_line_exit_2_and_leaves_the_store_alone(finished_store, capsys, argv, named):
+    before = digest(finished_store)
+    assert main([*argv, "--store", finished_store] if argv[0] == "run" else argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("peftbench: error:") and "\n" not in err and named in err
+    assert digest(finished_store) == before
+
+
+def test_unopenable_store_is_a_usage_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code = main(["run", "--methods", "linear", "--tasks", "quick/digits", "--store", str(blocker / "x.db"), *TINY])
+    assert code == 2 and "store" in capsys.readouterr().err
+
+
+def test_not_a_database_is_a_usage_error(tmp_path, capsys):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    before = digest(junk)
+    assert main(["leaderboard", "--store", str(junk), "--out", str(tmp_path / "b.md")]) == 2
+    assert "junk.db" in capsys.readouterr().err and digest(junk) == before
+
+
+def test_console_script_lists_plugins_and_fails_cleanly():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    listed = subprocess.run([sys.executable, "-m", "peftbench.cli", "list", "methods"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert listed.returncode == 0
+    for name in ("lora", "dora", "vera", "adapter", "linear", "full", "hora"):
+        assert any(line.split()[0] == name for line in listed.stdout.splitlines() if line.strip()), name
+    bad = subprocess.run([sys.executable, "-m", "peftbench.cli", "run", "--methods", "lora", "--tasks", "nope"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

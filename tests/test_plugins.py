@@ -1,0 +1,72 @@
+"""Third-party plugins: found after install through entry points; broken ones are skipped."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from peftbench import registry
+from peftbench.cli import main
+from peftbench.store import Store
+
+PLUGIN = '''
+from peft import LoraConfig
+from peftbench.method import PeftMethod, linear_shapes
+
+
+class QueryOnlyLoRA(PeftMethod):
+    """A third party's method: LoRA on the query projection alone."""
+    name = "qlora-only"
+    description = "LoRA on q only (third-party example)"
+
+    def count(self, backbone, size):
+        return sum((i + o) * size["r"] for i, o in linear_shapes(backbone.module, [backbone.layout.q]))
+
+    def peft_config(self, backbone, size, hparams):
+        return LoraConfig(r=size["r"], lora_alpha=size["r"], target_modules=[backbone.layout.q])
+'''
+
+
+@pytest.fixture
+def installed_plugin(tmp_path, monkeypatch):
+    """A package as pip would leave it: a module and a dist-info folder with entry points."""
+    (tmp_path / "thirdparty_peft.py").write_text(PLUGIN)
+    info = tmp_path / "thirdparty_peft-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-peft\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent("""
+        [peftbench.methods]
+        qlora-only = thirdparty_peft:QueryOnlyLoRA
+        broken = thirdparty_missing_module:Nothing
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    registry.plugins.cache_clear()
+    yield tmp_path
+    registry.plugins.cache_clear()
+
+
+def test_list_shows_third_party_and_broken_plugins_by_name(installed_plugin):
+    out = subprocess.run([sys.executable, "-m", "peftbench.cli", "list", "methods"], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0
+    lines = {line.split()[0]: line for line in out.stdout.splitlines()}
+    assert "[thirdparty-peft]" in lines["qlora-only"]
+    assert "BROKEN" in lines["broken"] and "thirdparty_missing_module" in lines["broken"]
+    assert "[peftbench]" in lines["lora"]  # the others still load
+
+
+def test_a_third_party_method_runs_like_a_built_in(installed_plugin, tmp_path):
+    store = str(tmp_path / "r.db")
+    argv = ["run", "--methods", "qlora-only,lora", "--tasks", "quick/digits", "--store", store,
+            "--backbone", "tiny-dinov2", "--image-size", "28", "--epochs", "1", "--no-progress"]
+    assert main(argv) == 0
+    counts = {r["method"]: r["trainable_params"] for r in Store(store).records()}
+    assert counts["qlora-only"] == counts["lora"] > 0  # equal budgets: r=16 on q alone = r=8 on q and v
+
+
+def test_asking_for_a_broken_plugin_names_it(installed_plugin, capsys):
+    assert main(["run", "--methods", "broken", "--tasks", "quick"]) == 2
+    assert "broken" in capsys.readouterr().err
