@@ -62,7 +62,7 @@ def solve(method: Method, backbone: Backbone, target: int) -> Sizing:
         count = method.count(backbone, size)
         if count > target * (1 + TOLERANCE):
             outgrown = True
-            continue
+            break  # sizes come smallest first, so every later one is larger still
         if best is None or abs(count - target) < abs(best[1] - target):
             best = (size, count)
     if best is None:

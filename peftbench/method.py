@@ -26,7 +26,7 @@ class Method:
     defaults: dict = {"lr": 1e-3, "weight_decay": 1e-4}
 
     def sizes(self, backbone: Backbone) -> Iterable[dict]:
-        """Candidate sizes, smallest first."""
+        """Candidate sizes in increasing order of trainable parameters."""
         return ({"r": r} for r in range(1, backbone.layout.hidden_size + 1))
 
     def count(self, backbone: Backbone, size: dict) -> int:

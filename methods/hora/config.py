@@ -45,8 +45,8 @@ class HoraConfig(PeftConfig):
         hidden (`int`): hidden width m of the generator MLPs `g(z) = W2 act(W1 z + b1) + b2`.
         activation (`str`): `act`, one of tanh (default), relu, gelu, silu, identity.
         share (`str`): `"heads"` (HoRA: one generator for all heads of a layer), `"none"` (MH-LoRA ablation:
-            independent per-head LoRA, a free A per target and a free B_i per head, no generator; the count equals
-            LoRA's) or `"qv"` (Q/V sharing only: Q and V share the seeds and `g_A`, but every head has its own `g_B`,
+            independent per-head LoRA, a free A per target and a free B_i per head, no generator, so `seeds`, `axis`,
+            `hidden` and `activation` are unused; the count equals LoRA's) or `"qv"` (Q/V sharing only: Q and V share the seeds and `g_A`, but every head has its own `g_B`,
             so heads share no B-side generator; needs `seeds="shared"`).
         axis (`str`): the axis `g_B` acts on: `"rank"` (default; each row of `B_seed_i` in R^r) or `"head_dim"` (each
             column of `B_seed_i` in R^d_h). `g_A` always acts on the rank axis: A has no head structure.
@@ -174,7 +174,7 @@ class HoraConfig(PeftConfig):
             return head_dim, blocks
         if role in heads:
             if role not in self.targets:
-                raise ValueError(f"{module_name} is a {role!r} projection but {role!r} is not in targets={self.targets}")
+                raise ValueError(f"{module_name} is a {role!r} projection, but {role!r} is not in {self.targets=}")
             head_dim = self.head_dim or out_features // heads[role]
             if head_dim * heads[role] != out_features:
                 raise ValueError(

@@ -161,8 +161,8 @@ class HoraLayer(BaseTunerLayer):
         self.hora_dropout[adapter_name] = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         own_seeds = generator is None or not generator.shared_seeds
 
-        def per_role(shape_of):
-            return nn.ParameterDict({role: nn.Parameter(torch.empty(*shape_of(n))) for role, (_, _, n) in layout.items()})
+        def per_role(shape_of):  # one parameter per adapted role, shaped from the role's head count
+            return nn.ParameterDict({role: nn.Parameter(torch.empty(shape_of(n))) for role, (*_, n) in layout.items()})
 
         if own_seeds:
             self.hora_A[adapter_name] = per_role(lambda n: (r, self.in_features))

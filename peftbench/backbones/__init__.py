@@ -87,6 +87,9 @@ def check_backbone_name(name: str) -> None:
 def load_backbone(name: str, image_size: int | None = None) -> Backbone:
     """Resolve a backbone name; unknown names are a UsageError listing what exists."""
     check_backbone_name(name)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own bars show progress; a cached load needs none
     if name in BACKBONES:
         return BACKBONES[name][0](image_size)
     prefix, _, ref = name.partition(":")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -20,12 +22,16 @@ def cached_dir(name: str, build: Callable[[Path], None]) -> Path:
 
     ``build`` writes into a private temp folder next to the target, which is then renamed
     into place in one step: a killed build leaves only a ``.name-*`` leftover that is never
-    read, and when two processes race, the first rename wins and the other is discarded.
+    read (and is swept an hour later); when two processes race, the first rename wins.
     """
     final = cache_dir() / name
     if final.is_dir():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{name}-*"):  # left by a SIGKILLed build; none lasts an hour
+        with contextlib.suppress(OSError):
+            if time.time() - stale.stat().st_mtime > 3600:
+                shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
     try:
         build(tmp)

@@ -119,5 +119,5 @@ def load_dinov2_small() -> Dinov2Model:
     than 518 px interpolates the position grid (56 or 112 px is far cheaper on a CPU).
     """
     path = cached_dir(CACHE_NAME, _build)
-    model = Dinov2Model.from_pretrained(path, torch_dtype=torch.float32)
+    model = Dinov2Model.from_pretrained(path, dtype=torch.float32)
     return model.eval()
