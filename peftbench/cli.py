@@ -114,8 +114,9 @@ def cmd_run(args) -> int:
         resume=args.resume, progress=not args.no_progress,
     )
     sweep = Sweep(args.methods, args.tasks, options)
+    planned = sweep.plan()  # bad input fails here, before the store is opened
     store = Store(args.store or str(Path(args.out) / "results.db"))
-    records = sweep.run(store)
+    records = sweep.run(store, planned)
     print(_results_table(records) if records else "nothing to run: every run is already in the store")
     print(f"\n{len(records)} run(s) recorded in {store.url}")
     return 1 if any(r["status"] != "ok" for r in records) else 0

@@ -26,13 +26,15 @@ def fmt_count(n: float) -> str:
 def _table(rows: list[dict]) -> list[str]:
     tasks = sorted({r["task"] for r in rows})
     percent = rows[0]["metric"] == "accuracy"
-    by_method: dict[tuple, list[dict]] = defaultdict(list)
+    by_method: dict[tuple, list[dict]] = defaultdict(list)  # (method, budget) -> runs
     for r in rows:
         by_method[(r["method"], r["budget"])].append(r)
-    header = ["method", "budget", *tasks, "mean", "trainable", "train/s", "eval/s", "seeds"]
+    header = ["method", "budget", *tasks, "mean", "trainable", "train/s", "eval/s", "peak MB", "seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (method, budget), group in sorted(by_method.items()):
-        cells = [method, budget or "-"]
+        fixed = all(not r["size"] for r in group)  # linear, full: reference points, no budget
+        short = any(r["budget_reached"] == 0 for r in group)
+        cells = [method + (" †" if short else ""), "-" if fixed else budget]
         task_means = []
         for task in tasks:
             values = [r["test_metric"] for r in group if r["task"] == task]
@@ -43,9 +45,15 @@ def _table(rows: list[dict]) -> list[str]:
         cells.append(fmt_count(statistics.fmean(r["trainable_params"] for r in group)))
         cells.append(f"{statistics.fmean(r['train_samples_per_s'] for r in group):.0f}")
         cells.append(f"{statistics.fmean(r['eval_samples_per_s'] for r in group):.0f}")
+        cells.append(f"{statistics.fmean(r['peak_memory_mb'] for r in group):.0f}")
         cells.append(str(len({r["seed"] for r in group})))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _settings(settings: dict) -> str:
+    size = f", {settings['image_size']} px" if settings.get("image_size") else ""
+    return f"{settings['epochs']} epochs, batch {settings['batch_size']}{size}"
 
 
 def render(store: Store) -> str:
@@ -61,11 +69,13 @@ def render(store: Store) -> str:
     for (suite, backbone), rows in sorted(groups.items()):
         commits = sorted({str(r["env"].get("git_commit")) for r in rows})
         versions = rows[-1]["env"]["packages"]
+        settings = sorted({_settings(r["settings"]) for r in rows})
         out += [f"## {suite} on {backbone}", "",
-                f"Backbone `{backbone}`, settings {rows[-1]['settings']}, "
-                f"commit {', '.join(commits)}, "
-                + ", ".join(f"{k} {v}" for k, v in versions.items() if v), ""]
+                f"Backbone `{backbone}`; {'; '.join(settings)}; device {rows[-1]['env']['device']}; "
+                f"commit {', '.join(commits)}; " + ", ".join(f"{k} {v}" for k, v in versions.items() if v), ""]
         out += _table(rows) + [""]
+        if any(r["budget_reached"] == 0 for r in rows):
+            out += ["† cannot reach the budget: ran at its largest size (see trainable).", ""]
     failed = [r for r in store.records() if r["status"] != "ok"]
     if failed:
         out += ["## Failed runs", "", "| suite | task | method | seed | error |", "|---|---|---|---|---|"]

@@ -13,7 +13,7 @@ import torch
 
 from . import registry
 from .backbones import Backbone, check_backbone_name, load_backbone
-from .budget import Budget, budget_params, parse_budget, solve
+from .budget import Budget, Sizing, budget_params, parse_budget, solve
 from .envinfo import environment
 from .errors import UsageError
 from .method import Method
@@ -58,8 +58,22 @@ def suites() -> dict[str, Suite]:
     return dict(registry.tasks().loaded)
 
 
-def spec_key(spec: dict) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+@dataclass(frozen=True)
+class PlannedRun:
+    task: Task
+    method: Method
+    backbone: Backbone
+    sizing: Sizing
+    hparams: dict
+    seed: int
+    settings: dict
+
+    def key(self, budget: str) -> str:
+        """The same run asked for again gets the same key, whatever its outcome."""
+        spec = {"task": self.task.id, "method": self.method.name, "backbone": self.backbone.name,
+                "budget": budget, "size": self.sizing.size, "hparams": self.hparams, "seed": self.seed,
+                "data_fraction": 1.0, "phase": "final", "settings": self.settings}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
 
 
 class Sweep:
@@ -88,31 +102,38 @@ class Sweep:
             self._backbones[key] = load_backbone(name, image_size)
         return self._backbones[key]
 
-    def run(self, store: Store) -> list[dict]:
-        done = store.finished() if self.options.resume else set()
-        records = []
+    def plan(self) -> list[PlannedRun]:
+        """Size every method for every task first: a budget or backbone a method cannot
+        handle is bad input, reported before the first run starts."""
+        planned = []
         for suite, task in self.tasks:
             settings = self.settings(suite)
             backbone = self.backbone(settings["backbone"], settings["image_size"])
             target = budget_params(self.budget, backbone, self.reference)
-            splits = None
             for method in self.methods.values():
                 method.check(backbone)
                 sizing = solve(method, backbone, target)
                 hparams = dict(method.defaults)
                 for seed in range(self.options.seeds):
-                    spec = {"task": task.id, "method": method.name, "backbone": backbone.name,
-                            "budget": self.budget.text, "size": sizing.size, "hparams": hparams,
-                            "seed": seed, "data_fraction": 1.0, "phase": "final", "settings": settings}
-                    key = spec_key(spec)
-                    if key in done:
-                        continue
-                    splits = splits or task.load(settings["image_size"], backbone.mean, backbone.std,
-                                                 self.options.data_root)
-                    record = self.one_run(task, method, backbone, splits, sizing, hparams, seed, settings)
-                    record.update(spec_key=key, budget=self.budget.text, budget_reached=int(sizing.reached))
-                    store.add(record)
-                    records.append(record)
+                    planned.append(PlannedRun(task, method, backbone, sizing, hparams, seed, settings))
+        return planned
+
+    def run(self, store: Store, planned: list[PlannedRun] | None = None) -> list[dict]:
+        planned = self.plan() if planned is None else planned
+        done = store.finished() if self.options.resume else set()
+        records, splits = [], {}
+        for item in planned:
+            key = item.key(self.budget.text)
+            if key in done:
+                continue
+            if item.task.id not in splits:  # one task's data in memory at a time
+                splits = {item.task.id: item.task.load(item.settings["image_size"], item.backbone.mean,
+                                                       item.backbone.std, self.options.data_root)}
+            record = self.one_run(item.task, item.method, item.backbone, splits[item.task.id], item.sizing,
+                                  item.hparams, item.seed, item.settings)
+            record.update(spec_key=key, budget=self.budget.text, budget_reached=int(item.sizing.reached))
+            store.add(record)
+            records.append(record)
         return records
 
     def one_run(self, task: Task, method: Method, backbone: Backbone, splits: Splits, sizing,

@@ -7,7 +7,6 @@ peak memory of training.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -73,38 +72,41 @@ def warmup_cosine(total_steps: int, warmup_fraction: float):
     return factor
 
 
-@contextmanager
-def peak_memory(dev: torch.device):
-    """Yield a dict whose ``mb`` holds the peak memory of the block when it ends.
+class SavedActivations:
+    """Bytes of the activations autograd keeps for the backward pass, counted once per storage.
 
-    On a GPU: the allocator's peak. On a CPU: the growth of the resident set over its size
-    at the start, sampled every 5 ms (torch's CPU allocator keeps no statistics).
+    torch's CPU allocator keeps no statistics and the process's resident set does not shrink
+    between runs, so on a CPU the training peak is accounted instead of observed: weights,
+    gradients, optimizer state and the activations of one step.
     """
-    result = {"mb": 0.0}
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-        yield result
-        result["mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
-        return
-    import psutil
 
-    process = psutil.Process()
-    start = process.memory_info().rss
-    peak = [start]
-    stop = threading.Event()
+    def __init__(self, model: nn.Module):
+        self.skip = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        self.storages: dict[int, int] = {}
 
-    def sample():
-        while not stop.wait(0.005):
-            peak[0] = max(peak[0], process.memory_info().rss)
+    def pack(self, tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in self.skip:
+            self.storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        yield result
-    finally:
-        stop.set()
-        sampler.join()
-        result["mb"] = (max(peak[0], process.memory_info().rss) - start) / 2**20
+    def hooks(self):
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda tensor: tensor)
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.storages.values())
+
+
+def _tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if torch.is_tensor(t))
+
+
+def accounted_peak_mb(model: nn.Module, optimizer: torch.optim.Optimizer, activations: int) -> float:
+    weights = _tensor_bytes(model.parameters())
+    grads = _tensor_bytes(p.grad for p in model.parameters() if p.grad is not None)
+    state = _tensor_bytes(v for s in optimizer.state.values() for v in s.values())
+    return (weights + grads + state + activations) / 2**20
 
 
 def train(model: Classifier, data: Dataset, config: TrainConfig, desc: str = "train",
@@ -120,28 +122,34 @@ def train(model: Classifier, data: Dataset, config: TrainConfig, desc: str = "tr
     loss_fn = nn.CrossEntropyLoss()
     seen, loss = 0, torch.tensor(float("nan"))
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, dynamic_ncols=True, mininterval=1.0)
-    with peak_memory(dev) as memory:
-        start = time.perf_counter()
-        for epoch in range(config.epochs):
-            for x, y in loader:
-                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-                with _autocast(dev):
-                    loss = loss_fn(model(x).float(), y)
-                if not torch.isfinite(loss):
-                    bar.close()
-                    raise TrainingDiverged(f"loss became {loss.item()} in epoch {epoch + 1}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                seen += len(y)
-                bar.update()
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        seconds = time.perf_counter() - start
+    saved = SavedActivations(model)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    start = time.perf_counter()
+    for epoch in range(config.epochs):
+        for x, y in loader:
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            # count the first step's activations on a CPU; the hooks cost time, so only once
+            with _autocast(dev), saved.hooks() if dev.type == "cpu" and seen == 0 else nullcontext():
+                loss = loss_fn(model(x).float(), y)
+            if not torch.isfinite(loss):
+                bar.close()
+                raise TrainingDiverged(f"loss became {loss.item()} in epoch {epoch + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            seen += len(y)
+            bar.update()
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        peak_mb = torch.cuda.max_memory_allocated(dev) / 2**20
+    seconds = time.perf_counter() - start
     bar.close()
-    return TrainStats(seconds, seen / seconds, memory["mb"], loss.item())
+    if dev.type != "cuda":
+        peak_mb = accounted_peak_mb(model, optimizer, saved.bytes)
+    return TrainStats(seconds, seen / seconds, peak_mb, loss.item())
 
 
 @torch.no_grad()

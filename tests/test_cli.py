@@ -105,3 +105,31 @@ def test_console_script_lists_plugins_and_fails_cleanly():
     bad = subprocess.run([sys.executable, "-m", "peftbench.cli", "run", "--methods", "lora", "--tasks", "nope"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["budget", "--backbone", "tiny-vit", "--budget", "10", "--methods", "lora"], "too small"),
+    (["budget", "--backbone", "tiny-vit", "--budget", "lora:x=8"], "r=N"),
+    (["budget", "--backbone", "tiny-vit", "--budget", "nomethod:r=8"], "nomethod"),
+    (["budget", "--backbone", "tiny-vit", "--budget", "8 MB"], "8 MB"),
+])
+def test_bad_budgets_are_one_line_exit_2(capsys, argv, named):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert named in err and "\n" not in err
+
+
+def test_a_budget_too_small_fails_before_anything_is_recorded(tmp_path, capsys):
+    store = tmp_path / "r.db"
+    assert main(["run", "--methods", "lora", "--tasks", "quick", "--budget", "10", "--store", str(store), *TINY]) == 2
+    assert "too small" in capsys.readouterr().err
+    assert not store.exists()
+
+
+def test_budget_prints_each_method_size_and_count(capsys):
+    assert main(["budget", "--backbone", "tiny-vit", "--budget", "lora:r=8"]) == 0
+    out = capsys.readouterr().out
+    assert "4,096" in out.splitlines()[0]
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "r=8" in rows["lora"] and "100.0%" in rows["lora"]
+    assert {"hora", "dora", "vera", "adapter", "linear", "full"} <= set(rows)

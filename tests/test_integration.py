@@ -49,3 +49,34 @@ def test_a_few_steps_on_dinov2_lower_the_loss(dinov2, digits, name):
     assert losses[-1] < 0.7 * losses[0], losses
     with torch.no_grad():  # and the adapter moved the features, not only the head
         assert not torch.allclose(encoder(x[:4]), base_features, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    try:
+        return load_backbone("smollm2-135m")
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+
+
+def test_hora_on_smollm2_grouped_query_attention(smollm2):
+    """30 layers, 9 query heads sharing 3 KV heads: HoRA adapts q, k and v of every layer."""
+    method = methods().loaded["hora"]()
+    local = copy.deepcopy(smollm2)
+    ids = torch.tensor([[1, 422, 3714, 282, 4649, 314]])
+    with torch.no_grad():
+        base = local.module(input_ids=ids).logits
+    adapted = method.apply(local, {"r": 4}, method.defaults)
+    trainable = sum(p.numel() for p in adapted.parameters() if p.requires_grad)
+    assert trainable == method.count(smollm2, {"r": 4})
+    with torch.no_grad():
+        torch.testing.assert_close(adapted(input_ids=ids).logits, base)
+    # one step moves the model; merging then changes nothing
+    optimizer = torch.optim.AdamW([p for p in adapted.parameters() if p.requires_grad], lr=1e-2)
+    adapted(input_ids=ids, labels=ids).loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        moved = adapted(input_ids=ids).logits
+        assert not torch.allclose(moved, base, atol=1e-4)
+        merged = adapted.merge_and_unload()(input_ids=ids).logits
+    torch.testing.assert_close(merged, moved, atol=1e-4, rtol=1e-4)

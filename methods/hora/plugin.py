@@ -1,5 +1,6 @@
 """HoRA as a peftbench method: the tuner in this package, configured from the backbone's layout."""
 
+from peftbench.errors import UsageError
 from peftbench.method import PeftMethod
 
 from . import HoraConfig, hora_parameter_count
@@ -30,6 +31,12 @@ class HoRA(PeftMethod):
             target_modules=[names[role] for role in roles],
             **options,
         )
+
+    def check(self, backbone):
+        layout = backbone.layout
+        if layout.num_heads % layout.num_kv_heads or layout.head_dim * layout.num_heads < 1:
+            raise UsageError(f"hora cannot adapt {backbone.name}: {layout.num_heads} query heads do not "
+                             f"split evenly over {layout.num_kv_heads} key/value heads")
 
     def count(self, backbone, size):
         return hora_parameter_count(self.peft_config(backbone, size, self.defaults), backbone.module)["total"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from .base import AttentionLayout, Backbone
 
 
@@ -79,7 +80,8 @@ def _pick(names: set[str], *candidates: str) -> str:
         for name in sorted(names):
             if name.endswith("." + candidate):
                 return name
-    raise ValueError(f"none of {candidates} among the block's Linears {sorted(names)}")
+    raise UsageError(f"cannot find the {'/'.join(candidates)} projection among this backbone's "
+                     f"Linear layers ({', '.join(sorted(names)) or 'none'}): attention layout not supported")
 
 
 def _layout(model: nn.Module, config) -> AttentionLayout:

@@ -1,0 +1,57 @@
+"""The shared training loop: schedule, measured memory, divergence."""
+
+import copy
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from peftbench.backbones import load_backbone
+from peftbench.registry import methods
+from peftbench.train import Classifier, TrainConfig, TrainingDiverged, evaluate, train, warmup_cosine
+
+
+def test_warmup_then_cosine_to_zero():
+    factor = warmup_cosine(100, 0.1)
+    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
+    assert factor(10) == pytest.approx(1.0) and factor(55) == pytest.approx(0.5, abs=0.02)
+    assert factor(100) == pytest.approx(0.0, abs=1e-9)
+    assert all(factor(i) >= factor(i + 1) for i in range(10, 100))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    backbone = load_backbone("tiny-dinov2", 28)
+    torch.manual_seed(0)
+    x = torch.randn(64, 3, 28, 28)
+    y = (x.mean(dim=(1, 2, 3)) > 0).long()  # learnable from the pixels
+    return backbone, TensorDataset(x, y)
+
+
+def run(backbone, data, name, lr=1e-2, epochs=3):
+    method = methods().loaded[name]()
+    torch.manual_seed(0)
+    model = Classifier(method.apply(copy.deepcopy(backbone), {"r": 4} if method.knobs else {}, method.defaults),
+                       backbone.feature_dim, 2)
+    return model, train(model, data, TrainConfig(epochs, 16, lr, 0.0, seed=0), progress=False)
+
+
+def test_training_memory_grows_with_what_is_trained(tiny):
+    backbone, data = tiny
+    peaks = {name: run(backbone, data, name, epochs=1)[1].peak_memory_mb for name in ("linear", "lora", "full")}
+    assert peaks["linear"] < peaks["lora"] < peaks["full"]
+
+
+def test_same_seed_same_result(tiny):
+    backbone, data = tiny
+    first, second = run(backbone, data, "lora")[0], run(backbone, data, "lora")[0]
+    assert evaluate(first, data)[0] == evaluate(second, data)[0]
+    for a, b in zip(first.parameters(), second.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_diverging_loss_stops_training(tiny):
+    backbone, data = tiny
+    poisoned = TensorDataset(data.tensors[0] * float("inf"), data.tensors[1])
+    with pytest.raises(TrainingDiverged, match="nan|inf"):
+        run(backbone, poisoned, "lora")
