@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=_positive(int), help="override the suite's epochs")
     run.add_argument("--batch-size", type=_positive(int), help="override the suite's batch size")
     run.add_argument("--image-size", type=_positive(int), help="override the suite's image size")
+    run.add_argument("--max-train-examples", type=_positive(int), help="cap the training examples (small machines)")
     run.add_argument("--data-root", help="folder holding the suite's data")
     run.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT}/)")
     run.add_argument("--store", help="results store: a SQLAlchemy URL or a file (default OUT/results.db)")
@@ -94,7 +95,7 @@ def _results_table(records: list[dict]) -> str:
         rows.append((
             f"{r['suite']}/{r['task']}", r["method"],
             f"{r['trainable_params']:,}" if ok else "-",
-            f"{100 * r['val_metric']:.1f}" if ok else "-",
+            f"{100 * r['val_metric']:.1f}" if ok and r["val_metric"] is not None else "-",
             f"{100 * r['test_metric']:.1f}" if ok else "-",
             f"{r['train_samples_per_s']:.0f}" if ok else "-",
             f"{r['eval_samples_per_s']:.0f}" if ok else "-",
@@ -111,6 +112,7 @@ def cmd_run(args) -> int:
     options = RunOptions(
         backbone=args.backbone, budget=args.budget, seeds=args.seeds, epochs=args.epochs,
         batch_size=args.batch_size, image_size=args.image_size, data_root=args.data_root,
+        max_train_examples=args.max_train_examples,
         resume=args.resume, progress=not args.no_progress,
     )
     sweep = Sweep(args.methods, args.tasks, options)

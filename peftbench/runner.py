@@ -7,9 +7,10 @@ import hashlib
 import json
 import traceback
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
+from torch.utils.data import Subset
 
 from . import registry
 from .backbones import Backbone, check_backbone_name, load_backbone
@@ -22,7 +23,9 @@ from .task import Splits, Suite, Task, resolve_tasks
 from .train import Classifier, TrainConfig, evaluate, train
 
 DEFAULT_BUDGET = "lora:r=8"
-DEFAULT_RECIPE = {"backbone": "dinov2-s", "image_size": 56, "epochs": 5, "batch_size": 32}
+DEFAULT_RECIPE = {"backbone": "dinov2-s", "image_size": 56, "epochs": 5, "batch_size": 32,
+                  "max_train_examples": None, "max_length": 256}
+OVERRIDABLE = ("backbone", "epochs", "batch_size", "image_size", "max_train_examples")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class RunOptions:
     epochs: int | None = None
     batch_size: int | None = None
     image_size: int | None = None
+    max_train_examples: int | None = None
     data_root: str | None = None
     resume: bool = False
     progress: bool = True
@@ -90,11 +94,13 @@ class Sweep:
             check_backbone_name(self.settings(suite)["backbone"])
         self.env = environment()
         self._backbones: dict[tuple, Backbone] = {}
+        self.splits: dict[str, Splits] = {}
 
     def settings(self, suite: Suite) -> dict:
-        recipe = {**DEFAULT_RECIPE, **suite.recipe}
-        chosen = {k: getattr(self.options, k) for k in ("backbone", "epochs", "batch_size", "image_size")}
-        return {k: chosen[k] if chosen[k] is not None else recipe[k] for k in chosen}
+        """The suite's recipe with the command line's overrides, which are listed too."""
+        settings = {**DEFAULT_RECIPE, **suite.recipe}
+        overrides = {k: getattr(self.options, k) for k in OVERRIDABLE if getattr(self.options, k) is not None}
+        return {**settings, **overrides, "overrides": sorted(overrides)}
 
     def backbone(self, name: str, image_size: int) -> Backbone:
         key = (name, image_size)
@@ -109,6 +115,10 @@ class Sweep:
         for suite, task in self.tasks:
             settings = self.settings(suite)
             backbone = self.backbone(settings["backbone"], settings["image_size"])
+            if task.modality != backbone.modality:
+                raise UsageError(f"task {task.id} needs a {task.modality} backbone; {backbone.name} is a "
+                                 f"{backbone.modality} model")
+            self.splits[task.id] = self.load_splits(task, backbone, settings)
             target = budget_params(self.budget, backbone, self.reference)
             for method in self.methods.values():
                 method.check(backbone)
@@ -121,20 +131,25 @@ class Sweep:
     def run(self, store: Store, planned: list[PlannedRun] | None = None) -> list[dict]:
         planned = self.plan() if planned is None else planned
         done = store.finished() if self.options.resume else set()
-        records, splits = [], {}
+        records = []
         for item in planned:
             key = item.key(self.budget.text)
             if key in done:
                 continue
-            if item.task.id not in splits:  # one task's data in memory at a time
-                splits = {item.task.id: item.task.load(item.settings["image_size"], item.backbone.mean,
-                                                       item.backbone.std, self.options.data_root)}
-            record = self.one_run(item.task, item.method, item.backbone, splits[item.task.id], item.sizing,
-                                  item.hparams, item.seed, item.settings)
+            record = self.one_run(item.task, item.method, item.backbone, self.splits[item.task.id],
+                                  item.sizing, item.hparams, item.seed, item.settings)
             record.update(spec_key=key, budget=self.budget.text, budget_reached=int(item.sizing.reached))
             store.add(record)
             records.append(record)
         return records
+
+    def load_splits(self, task: Task, backbone: Backbone, settings: dict) -> Splits:
+        """Load (lazily, where the task can) and cap the training data as the settings say."""
+        splits = task.load(settings["image_size"], backbone.mean, backbone.std, self.options.data_root)
+        cap = settings["max_train_examples"]
+        if cap is None:
+            return splits
+        return replace(splits, train=first_n(splits.train, cap), trainval=first_n(splits.trainval, cap))
 
     def one_run(self, task: Task, method: Method, backbone: Backbone, splits: Splits, sizing,
                 hparams: dict, seed: int, settings: dict) -> dict:
@@ -146,27 +161,59 @@ class Sweep:
         }
         try:
             torch.manual_seed(seed)
-            local = copy.deepcopy(backbone)
-            encoder = method.apply(local, sizing.size, hparams)
-            model = Classifier(encoder, backbone.feature_dim, task.num_classes)
-            head = sum(p.numel() for p in model.head.parameters())
-            trainable = [p for p in model.parameters() if p.requires_grad]
+            adapted = method.apply(copy.deepcopy(backbone), sizing.size, hparams)
             config = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"],
                                  lr=hparams["lr"], weight_decay=hparams["weight_decay"], seed=seed)
-            stats = train(model, splits.train, config, desc=f"{task.id} {method.name} s{seed}",
-                          progress=self.options.progress)
-            val, _ = evaluate(model, splits.val)
-            test, eval_speed = evaluate(model, splits.test)
-            record.update(
-                status="ok", trainable_params=sum(p.numel() for p in trainable) - head,
-                head_params=head, val_metric=val, test_metric=test, train_seconds=stats.seconds,
-                train_samples_per_s=stats.samples_per_s, eval_samples_per_s=eval_speed,
-                peak_memory_mb=stats.peak_memory_mb,
-                adapter_bytes=sum(p.numel() * p.element_size() for p in trainable),
-            )
+            fit = fit_choice if task.kind == "choice" else fit_classifier
+            record.update(status="ok", **fit(task, backbone, adapted, splits, config, settings,
+                                            desc=f"{task.id} {method.name} s{seed}",
+                                            progress=self.options.progress))
         except (UsageError, KeyboardInterrupt):
             raise
         except Exception as exc:  # recorded, and the sweep goes on
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0],
                           env={**self.env, "traceback": traceback.format_exc(limit=8)})
         return record
+
+
+def first_n(data, n: int):
+    """The first n examples: splits come shuffled with a fixed seed, so this is a fixed subset."""
+    return data[:n] if isinstance(data, list) else Subset(data, range(min(n, len(data))))
+
+
+def _trainable(module) -> list:
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+def fit_classifier(task, backbone, adapted, splits, config, settings, desc, progress) -> dict:
+    """Adapted encoder plus a linear head, trained on train, scored on val and test."""
+    model = Classifier(adapted, backbone.feature_dim, task.num_classes)
+    stats = train(model, splits.train, config, desc=desc, progress=progress)
+    val, _ = evaluate(model, splits.val)
+    test, eval_speed = evaluate(model, splits.test)
+    head = sum(p.numel() for p in model.head.parameters())
+    trainable = _trainable(model)
+    return dict(
+        trainable_params=sum(p.numel() for p in trainable) - head, head_params=head,
+        val_metric=val, test_metric=test, train_seconds=stats.seconds,
+        train_samples_per_s=stats.samples_per_s, eval_samples_per_s=eval_speed,
+        peak_memory_mb=stats.peak_memory_mb, adapter_bytes=sum(p.numel() * p.element_size() for p in trainable),
+    )
+
+
+def fit_choice(task, backbone, adapted, splits, config, settings, desc, progress) -> dict:
+    """A causal LM trained on answer tokens, scored by option log-likelihood."""
+    from .lm import evaluate_choices, train_lm
+
+    tokenizer, max_length = backbone.tokenizer, settings["max_length"]
+    stats = train_lm(adapted, tokenizer, splits.train, config, max_length=max_length, desc=desc, progress=progress)
+    val = evaluate_choices(adapted, tokenizer, splits.val, max_length=max_length) if splits.val else None
+    test = evaluate_choices(adapted, tokenizer, splits.test, max_length=max_length)
+    trainable = _trainable(adapted)
+    return dict(
+        trainable_params=sum(p.numel() for p in trainable), head_params=0,
+        val_metric=val["accuracy"] if val else None, test_metric=test["accuracy"],
+        train_seconds=stats.seconds, train_samples_per_s=stats.samples_per_s,
+        eval_samples_per_s=test["samples_per_s"], peak_memory_mb=stats.peak_memory_mb,
+        adapter_bytes=sum(p.numel() * p.element_size() for p in trainable),
+    )

@@ -31,6 +31,9 @@ class Task:
     load: Callable[..., Splits]
     metric: str = "accuracy"
     higher_is_better: bool = True
+    #: "classify": (input, label) pairs through a trained head; "choice": multiple-choice
+    #: examples (peftbench.lm.ChoiceExample) answered by a causal language model.
+    kind: str = "classify"
 
     @property
     def id(self) -> str:
@@ -51,10 +54,14 @@ def resolve_tasks(spec: str, suites: dict[str, Suite]) -> list[tuple[Suite, Task
     chosen: list[tuple[Suite, Task]] = []
     for item in filter(None, (part.strip() for part in spec.split(","))):
         suite_name, _, task_name = item.partition("/")
+        group = None
+        if suite_name not in suites and "-" in suite_name and not task_name:  # a group: vtab-natural
+            suite_name, _, group = suite_name.rpartition("-")
         suite = suites.get(suite_name)
         if suite is None:
-            raise UsageError(f"unknown task suite '{suite_name}' (available: {', '.join(sorted(suites)) or 'none'})")
-        tasks = [t for t in suite.tasks if not task_name or t.name == task_name]
+            raise UsageError(f"unknown task suite '{item}' (available: {', '.join(sorted(suites)) or 'none'})")
+        tasks = [t for t in suite.tasks
+                 if (not task_name or t.name == task_name) and (group is None or t.group == group)]
         if not tasks:
             names = ", ".join(f"{suite.name}/{t.name}" for t in suite.tasks)
             raise UsageError(f"unknown task '{item}' (available: {names})")
