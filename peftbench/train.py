@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -109,47 +110,68 @@ def accounted_peak_mb(model: nn.Module, optimizer: torch.optim.Optimizer, activa
     return (weights + grads + state + activations) / 2**20
 
 
-def train(model: Classifier, data: Dataset, config: TrainConfig, desc: str = "train",
-          progress: bool = True) -> TrainStats:
+def fit(model: nn.Module, loader: DataLoader, batch_loss: Callable[[nn.Module, tuple], torch.Tensor],
+        config: TrainConfig, desc: str = "train", progress: bool = True,
+        on_epoch: Callable[[int], None] | None = None) -> TrainStats:
+    """The optimisation loop every task kind shares.
+
+    ``batch_loss(model, batch)`` returns the loss of one batch (already on the device) and
+    ``on_epoch(epoch)`` runs after each epoch (validation for pruning; it may raise to stop).
+    """
     dev = device()
     model.to(dev).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, drop_last=False,
-                        generator=torch.Generator().manual_seed(config.seed))
     total = config.epochs * len(loader)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, config.warmup_fraction))
-    loss_fn = nn.CrossEntropyLoss()
-    seen, loss = 0, torch.tensor(float("nan"))
+    steps, seen, train_seconds, loss = 0, 0, 0.0, torch.tensor(float("nan"))
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, dynamic_ncols=True, mininterval=1.0)
     saved = SavedActivations(model)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    start = time.perf_counter()
-    for epoch in range(config.epochs):
-        for x, y in loader:
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            # count the first step's activations on a CPU; the hooks cost time, so only once
-            with _autocast(dev), saved.hooks() if dev.type == "cpu" and seen == 0 else nullcontext():
-                loss = loss_fn(model(x).float(), y)
-            if not torch.isfinite(loss):
-                bar.close()
-                raise TrainingDiverged(f"loss became {loss.item()} in epoch {epoch + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            seen += len(y)
-            bar.update()
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+    try:
+        for epoch in range(config.epochs):
+            model.train()
+            start = time.perf_counter()
+            for batch in loader:
+                batch = tuple(t.to(dev, non_blocking=True) for t in batch)
+                # count the first step's activations on a CPU; the hooks cost time, so only once
+                with _autocast(dev), saved.hooks() if dev.type == "cpu" and steps == 0 else nullcontext():
+                    loss = batch_loss(model, batch)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(f"loss became {loss.item()} in epoch {epoch + 1}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                steps += 1
+                seen += len(batch[0])
+                bar.update()
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            train_seconds += time.perf_counter() - start  # validation between epochs is not training
+            if on_epoch is not None:
+                on_epoch(epoch)
+    finally:
+        bar.close()
     if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
         peak_mb = torch.cuda.max_memory_allocated(dev) / 2**20
-    seconds = time.perf_counter() - start
-    bar.close()
-    if dev.type != "cuda":
+    else:
         peak_mb = accounted_peak_mb(model, optimizer, saved.bytes)
-    return TrainStats(seconds, seen / seconds, peak_mb, loss.item())
+    return TrainStats(train_seconds, seen / max(train_seconds, 1e-9), peak_mb, loss.item())
+
+
+def _classification_loss(model: nn.Module, batch: tuple) -> torch.Tensor:
+    x, y = batch
+    return nn.functional.cross_entropy(model(x).float(), y)
+
+
+def train(model: Classifier, data: Dataset, config: TrainConfig, desc: str = "train",
+          progress: bool = True, on_epoch: Callable[[int], None] | None = None) -> TrainStats:
+    loader = DataLoader(data, batch_size=config.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(config.seed))
+    return fit(model, loader, _classification_loss, config, desc, progress, on_epoch)
 
 
 @torch.no_grad()
