@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=_positive(int), help="override the suite's batch size")
     run.add_argument("--image-size", type=_positive(int), help="override the suite's image size")
     run.add_argument("--max-train-examples", type=_positive(int), help="cap the training examples (small machines)")
+    run.add_argument("--max-eval-examples", type=_positive(int),
+                     help="cap the validation and test examples (smoke runs; recorded, and shown on the leaderboard)")
+    run.add_argument("--eval-mode", choices=["loglik", "generate"],
+                     help="language tasks: score each option's log-likelihood (default) or generate and parse")
     run.add_argument("--data-root", help="folder holding the suite's data")
     run.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT}/)")
     run.add_argument("--store", help="results store: a SQLAlchemy URL or a file (default OUT/results.db)")
@@ -112,7 +116,8 @@ def cmd_run(args) -> int:
     options = RunOptions(
         backbone=args.backbone, budget=args.budget, seeds=args.seeds, epochs=args.epochs,
         batch_size=args.batch_size, image_size=args.image_size, data_root=args.data_root,
-        max_train_examples=args.max_train_examples,
+        max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
+        eval_mode=args.eval_mode,
         resume=args.resume, progress=not args.no_progress,
     )
     sweep = Sweep(args.methods, args.tasks, options)

@@ -24,8 +24,10 @@ from .train import Classifier, TrainConfig, evaluate, train
 
 DEFAULT_BUDGET = "lora:r=8"
 DEFAULT_RECIPE = {"backbone": "dinov2-s", "image_size": 56, "epochs": 5, "batch_size": 32,
-                  "max_train_examples": None, "max_length": 256}
-OVERRIDABLE = ("backbone", "epochs", "batch_size", "image_size", "max_train_examples")
+                  "max_train_examples": None, "max_eval_examples": None, "max_length": 256,
+                  "eval_mode": "loglik"}
+OVERRIDABLE = ("backbone", "epochs", "batch_size", "image_size", "max_train_examples", "max_eval_examples",
+               "eval_mode")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class RunOptions:
     batch_size: int | None = None
     image_size: int | None = None
     max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    eval_mode: str | None = None
     data_root: str | None = None
     resume: bool = False
     progress: bool = True
@@ -146,10 +150,12 @@ class Sweep:
     def load_splits(self, task: Task, backbone: Backbone, settings: dict) -> Splits:
         """Load (lazily, where the task can) and cap the training data as the settings say."""
         splits = task.load(settings["image_size"], backbone.mean, backbone.std, self.options.data_root)
-        cap = settings["max_train_examples"]
-        if cap is None:
-            return splits
-        return replace(splits, train=first_n(splits.train, cap), trainval=first_n(splits.trainval, cap))
+        train_cap, eval_cap = settings["max_train_examples"], settings["max_eval_examples"]
+        if train_cap is not None:
+            splits = replace(splits, train=first_n(splits.train, train_cap), trainval=first_n(splits.trainval, train_cap))
+        if eval_cap is not None:
+            splits = replace(splits, val=first_n(splits.val, eval_cap), test=first_n(splits.test, eval_cap))
+        return splits
 
     def one_run(self, task: Task, method: Method, backbone: Backbone, splits: Splits, sizing,
                 hparams: dict, seed: int, settings: dict) -> dict:
@@ -178,7 +184,7 @@ class Sweep:
 
 def first_n(data, n: int):
     """The first n examples: splits come shuffled with a fixed seed, so this is a fixed subset."""
-    return data[:n] if isinstance(data, list) else Subset(data, range(min(n, len(data))))
+    return data[:n] if isinstance(data, (list, tuple)) else Subset(data, range(min(n, len(data))))
 
 
 def _trainable(module) -> list:
@@ -202,13 +208,13 @@ def fit_classifier(task, backbone, adapted, splits, config, settings, desc, prog
 
 
 def fit_choice(task, backbone, adapted, splits, config, settings, desc, progress) -> dict:
-    """A causal LM trained on answer tokens, scored by option log-likelihood."""
+    """A causal LM trained on answer tokens, scored by option log-likelihood or by generation."""
     from .lm import evaluate_choices, train_lm
 
-    tokenizer, max_length = backbone.tokenizer, settings["max_length"]
+    tokenizer, max_length, mode = backbone.tokenizer, settings["max_length"], settings["eval_mode"]
     stats = train_lm(adapted, tokenizer, splits.train, config, max_length=max_length, desc=desc, progress=progress)
-    val = evaluate_choices(adapted, tokenizer, splits.val, max_length=max_length) if splits.val else None
-    test = evaluate_choices(adapted, tokenizer, splits.test, max_length=max_length)
+    val = evaluate_choices(adapted, tokenizer, splits.val, mode=mode, max_length=max_length) if splits.val else None
+    test = evaluate_choices(adapted, tokenizer, splits.test, mode=mode, max_length=max_length)
     trainable = _trainable(adapted)
     return dict(
         trainable_params=sum(p.numel() for p in trainable), head_params=0,
@@ -216,4 +222,6 @@ def fit_choice(task, backbone, adapted, splits, config, settings, desc, progress
         train_seconds=stats.seconds, train_samples_per_s=stats.samples_per_s,
         eval_samples_per_s=test["samples_per_s"], peak_memory_mb=stats.peak_memory_mb,
         adapter_bytes=sum(p.numel() * p.element_size() for p in trainable),
+        details={"eval_mode": mode, "test_parse_failures": test["parse_failures"],
+                 "val_parse_failures": val["parse_failures"] if val else None},
     )

@@ -47,6 +47,7 @@ runs = Table(
     Column("adapter_bytes", Integer),
     Column("status", String(16), nullable=False),
     Column("error", Text),
+    Column("details", JSON),  # what one task kind adds: parse failures of generated answers, ...
     Column("env", JSON),
     Column("created_at", String(32), nullable=False),
 )
