@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-train-examples", type=_positive(int), help="cap the training examples (small machines)")
     run.add_argument("--max-eval-examples", type=_positive(int),
                      help="cap the validation and test examples (smoke runs; recorded, and shown on the leaderboard)")
-    run.add_argument("--eval-mode", choices=["loglik", "generate"],
-                     help="language tasks: score each option's log-likelihood (default) or generate and parse")
+    run.add_argument("--eval-mode", choices=["loglik", "text", "generate"],
+                     help="language tasks: log-likelihood of each option's label (default) or of its text, "
+                          "or generate and parse")
     run.add_argument("--data-root", help="folder holding the suite's data")
     run.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT}/)")
     run.add_argument("--store", help="results store: a SQLAlchemy URL or a file (default OUT/results.db)")

@@ -55,7 +55,8 @@ def _settings(settings: dict) -> str:
     size = f", {settings['image_size']} px" if settings.get("image_size") else ""
     caps = "".join(f", at most {settings[k]} {k.split('_')[1]} examples"
                    for k in ("max_train_examples", "max_eval_examples") if settings.get(k))
-    scoring = {"loglik": ", answers scored by option log-likelihood",
+    scoring = {"loglik": ", answers scored by the log-likelihood of each option's label",
+               "text": ", answers scored by the log-likelihood of each option's text",
                "generate": ", answers generated greedily and parsed"}.get(settings.get("eval_mode")) if not size else ""
     return f"{settings['epochs']} epochs, batch {settings['batch_size']}{size}{caps}{scoring}"
 

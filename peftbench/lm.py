@@ -22,7 +22,12 @@ PROMPT = ("Below is an instruction that describes a task. Write a response that 
           "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
 RESPONSE = "the correct answer is {}"
 IGNORE = -100  # the label cross-entropy skips: prompt tokens and padding
-MODES = ("loglik", "generate")
+#: loglik: the labels' responses ("the correct answer is solution1"), what training teaches;
+#: text: the options' own texts, meaningful before any training (zero-shot); generate: greedy
+#: generation and the papers' answer extraction.
+MODES = ("loglik", "text", "generate")
+_OPTION = re.compile(r"(?:Solution|Answer|Option|Ending)\d+:\s*(.*?)\s*(?=(?:Solution|Answer|Option|Ending)\d+:|Answer format:|$)",
+                     re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -32,12 +37,14 @@ class ChoiceExample:
     options: tuple[str, ...]  # the answer labels of the format, e.g. ("solution1", "solution2")
     answer: int  # index of the gold label in options
     target: str  # the training response, e.g. "the correct answer is solution1"
+    texts: tuple[str, ...] = ()  # each option's own text, read from the instruction
 
     @classmethod
     def from_instruction(cls, task: str, instruction: str, options, answer: int) -> ChoiceExample:
         options = tuple(options)
+        texts = tuple(_OPTION.findall(instruction))
         return cls(task, PROMPT.format(instruction=instruction), options, answer,
-                   RESPONSE.format(options[answer]))
+                   RESPONSE.format(options[answer]), texts if len(texts) == len(options) else options)
 
 
 # ---- tokens -------------------------------------------------------------------------------
@@ -109,7 +116,7 @@ def train_lm(model, tokenizer, examples, config: TrainConfig, max_length: int = 
 
 # ---- evaluation ---------------------------------------------------------------------------
 
-def _score_rows(tokenizer, example: ChoiceExample, max_length: int):
+def _score_rows(tokenizer, example: ChoiceExample, max_length: int, texts: bool = False):
     """Token rows that together score every option's full response.
 
     Each row is (ids, targets); a target (position, token, owners) adds the log-probability of
@@ -117,7 +124,7 @@ def _score_rows(tokenizer, example: ChoiceExample, max_length: int):
     their last token (every LLM-Adapters format with common tokenizers) one row serves all
     options, which costs one forward pass per example instead of one per option.
     """
-    responses = [_ids(tokenizer, RESPONSE.format(o)) for o in example.options]
+    responses = [_ids(tokenizer, RESPONSE.format(o)) for o in (example.texts if texts else example.options)]
     prompt = _prompt_ids(tokenizer, example.prompt, max_length - max(map(len, responses)))
     start = len(prompt)
 
@@ -132,11 +139,13 @@ def _score_rows(tokenizer, example: ChoiceExample, max_length: int):
 
 
 @torch.no_grad()
-def option_scores(model, tokenizer, examples, batch_size: int = 16, max_length: int = 256) -> list[list[float]]:
-    """Per example, the summed log-probability of each option's response given the prompt."""
+def option_scores(model, tokenizer, examples, batch_size: int = 16, max_length: int = 256,
+                  texts: bool = False) -> list[list[float]]:
+    """Per example, the summed log-probability of each option's response given the prompt
+    (with ``texts``, of the option's own text in place of its label)."""
     dev, pad = device(), pad_id(tokenizer)
     rows = [(i, ids, targets) for i, e in enumerate(examples)
-            for ids, targets in _score_rows(tokenizer, e, max_length)]
+            for ids, targets in _score_rows(tokenizer, e, max_length, texts)]
     rows.sort(key=lambda row: len(row[1]))  # similar lengths share a batch: little padding
     scores = [[0.0] * len(e.options) for e in examples]
     for first in range(0, len(rows), batch_size):
@@ -185,8 +194,8 @@ def evaluate_choices(model, tokenizer, examples, mode: str = "loglik", batch_siz
     """accuracy, samples_per_s, parse_failures (generate mode; a failure counts as wrong) and
     gold_loglik (loglik mode: the mean summed log-probability of the gold response).
 
-    Label scoring measures what training teaches; an untrained small model sits near chance
-    with it (it prefers one label), unlike scoring the options' texts as lm-eval does.
+    Label scoring (loglik) measures what training teaches; an untrained small model sits near
+    chance with it (it prefers one label), so zero-shot evaluation scores the texts (text).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -195,8 +204,8 @@ def evaluate_choices(model, tokenizer, examples, mode: str = "loglik", batch_siz
     model.to(device()).eval()
     start = time.perf_counter()
     gold_loglik = None
-    if mode == "loglik":
-        scores = option_scores(model, tokenizer, examples, batch_size, max_length)
+    if mode in ("loglik", "text"):
+        scores = option_scores(model, tokenizer, examples, batch_size, max_length, texts=mode == "text")
         predictions = [max(range(len(s)), key=s.__getitem__) for s in scores]
         gold_loglik = sum(s[e.answer] for s, e in zip(scores, examples)) / len(examples)
     else:
