@@ -94,8 +94,11 @@ class Sweep:
         self.budget: Budget = parse_budget(options.budget)
         self.reference = resolve_methods(self.budget.method) if self.budget.method else {}
         self.options = options
-        for suite, _ in self.tasks:
+        for suite, task in self.tasks:
             check_backbone_name(self.settings(suite)["backbone"])
+            if task.needs_data_root and options.data_root is None:  # say so before loading any model
+                raise UsageError(f"{task.id} needs --data-root DIR holding the {suite.name} data "
+                                 f"(the layouts are in README.md, 'Task suites')")
         self.env = environment()
         self._backbones: dict[tuple, Backbone] = {}
         self.splits: dict[str, Splits] = {}
@@ -120,7 +123,7 @@ class Sweep:
             settings = self.settings(suite)
             backbone = self.backbone(settings["backbone"], settings["image_size"])
             if task.modality != backbone.modality:
-                raise UsageError(f"task {task.id} needs a {task.modality} backbone; {backbone.name} is a "
+                raise UsageError(f"task {task.id} takes {task.modality} input, but {backbone.name} is a "
                                  f"{backbone.modality} model")
             self.splits[task.id] = self.load_splits(task, backbone, settings)
             target = budget_params(self.budget, backbone, self.reference)

@@ -34,6 +34,8 @@ class Task:
     #: "classify": (input, label) pairs through a trained head; "choice": multiple-choice
     #: examples (peftbench.lm.ChoiceExample) answered by a causal language model.
     kind: str = "classify"
+    #: the data can only come from --data-root (no package or hub provides it)
+    needs_data_root: bool = False
 
     @property
     def id(self) -> str:

@@ -80,7 +80,7 @@ def load_fgvc(name: str, num_classes: int, image_dir: str, image_size: int, mean
 
 def fgvc_task(name: str, num_classes: int, image_dir: str) -> Task:
     return Task("fgvc", name, "fgvc", "image", num_classes, partial(load_fgvc, name, num_classes, image_dir),
-                kind="classify")
+                kind="classify", needs_data_root=True)
 
 
 FGVC = Suite(

@@ -78,7 +78,8 @@ def load_vtab(name: str, num_classes: int, image_size: int, mean, std, data_root
 
 
 def vtab_task(name: str, group: str, num_classes: int) -> Task:
-    return Task("vtab", name, group, "image", num_classes, partial(load_vtab, name, num_classes), kind="classify")
+    return Task("vtab", name, group, "image", num_classes, partial(load_vtab, name, num_classes), kind="classify",
+                needs_data_root=True)
 
 
 VTAB = Suite(

@@ -133,3 +133,14 @@ def test_budget_prints_each_method_size_and_count(capsys):
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert "r=8" in rows["lora"] and "100.0%" in rows["lora"]
     assert {"hora", "dora", "vera", "adapter", "linear", "full"} <= set(rows)
+
+
+@pytest.mark.parametrize("tasks", ["vtab", "vtab-structured", "fgvc/cub"])
+def test_a_suite_without_its_data_root_says_so_before_loading_a_model(tasks, capsys):
+    assert main(["run", "--methods", "lora", "--tasks", tasks]) == 2
+    assert "--data-root" in capsys.readouterr().err
+
+
+def test_an_image_task_on_a_text_backbone_is_refused(capsys):
+    assert main(["run", "--methods", "lora", "--tasks", "quick/digits", "--backbone", "tiny-llama"]) == 2
+    assert "image input" in capsys.readouterr().err

@@ -271,8 +271,9 @@ def test_lora_on_arc_easy_learns_the_answers(smollm2):
     """32 ARC-Easy examples, one epoch, on a copy of SmolLM2 (the fixture stays unadapted).
 
     Measured here: accuracy 0.175 -> 0.225 on 40 test items and gold log-likelihood -13.1 -> -4.8.
-    So little training moves the accuracy by a couple of items only, not robustly, so the test
-    asserts on the gold response's log-likelihood (the answer-token loss) instead.
+    So little training moves the accuracy by a couple of items only, so besides the accuracy
+    moving (deterministic here: seeded, one thread) the test asserts on the gold response's
+    log-likelihood (the answer-token loss), which moves by nats.
     """
     from peft import LoraConfig, get_peft_model
 
@@ -286,6 +287,7 @@ def test_lora_on_arc_easy_learns_the_answers(smollm2):
     after = evaluate_choices(model, tokenizer, s.test[:ARC_TEST])
     print(f"ARC-Easy accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f}, gold log-likelihood "
           f"{before['gold_loglik']:.2f} -> {after['gold_loglik']:.2f}, {stats}")
+    assert after["accuracy"] != before["accuracy"]
     assert after["gold_loglik"] > before["gold_loglik"] + 2
     assert stats.final_loss < 1.5 and stats.peak_memory_mb > 0
 
