@@ -16,6 +16,30 @@ from peft import LoraConfig
 from peftbench.method import PeftMethod, linear_shapes
 
 
+class Diverging(PeftMethod):
+    """Trains, but its loss is infinite from the first step."""
+    name = "diverging"
+    knobs = ()
+
+    def sizes(self, backbone):
+        return [{}]
+
+    def count(self, backbone, size):
+        return 0
+
+    def apply(self, backbone, size, hparams):
+        backbone.module.register_forward_hook(lambda module, args, out: out * float("inf"))
+        return backbone.module
+
+
+class Exploding(Diverging):
+    """Raises while applying itself."""
+    name = "exploding"
+
+    def apply(self, backbone, size, hparams):
+        raise RuntimeError("no adapter for you")
+
+
 class QueryOnlyLoRA(PeftMethod):
     """A third party's method: LoRA on the query projection alone."""
     name = "qlora-only"
@@ -39,6 +63,8 @@ def installed_plugin(tmp_path, monkeypatch):
     (info / "entry_points.txt").write_text(textwrap.dedent("""
         [peftbench.methods]
         qlora-only = thirdparty_peft:QueryOnlyLoRA
+        diverging = thirdparty_peft:Diverging
+        exploding = thirdparty_peft:Exploding
         broken = thirdparty_missing_module:Nothing
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -70,3 +96,14 @@ def test_a_third_party_method_runs_like_a_built_in(installed_plugin, tmp_path):
 def test_asking_for_a_broken_plugin_names_it(installed_plugin, capsys):
     assert main(["run", "--methods", "broken", "--tasks", "quick"]) == 2
     assert "broken" in capsys.readouterr().err
+
+
+def test_failing_methods_are_recorded_with_the_reason_and_the_sweep_goes_on(installed_plugin, tmp_path):
+    store = str(tmp_path / "r.db")
+    argv = ["run", "--methods", "diverging,exploding,linear", "--tasks", "quick/digits", "--store", store,
+            "--backbone", "tiny-dinov2", "--image-size", "28", "--epochs", "1", "--no-progress"]
+    assert main(argv) == 1  # some runs failed, the others ran
+    records = {r["method"]: r for r in Store(store).records()}
+    assert records["linear"]["status"] == "ok"
+    assert records["diverging"]["status"] == "failed" and "TrainingDiverged" in records["diverging"]["error"]
+    assert records["exploding"]["status"] == "failed" and "no adapter for you" in records["exploding"]["error"]
