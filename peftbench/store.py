@@ -107,7 +107,7 @@ class Store:
         """Write one run in a single transaction: it is either stored whole or not at all."""
         row = {key: record.get(key) for key in FIELDS}
         row["created_at"] = row["created_at"] or datetime.now(timezone.utc).isoformat(timespec="seconds")
-        json.dumps({k: v for k, v in row.items()})  # fail before writing, never half-way
+        json.dumps(row)  # a value that cannot be stored fails here, before the transaction
         with self.engine.begin() as conn:
             conn.execute(insert(runs).values(**row))
 
@@ -119,6 +119,6 @@ class Store:
             return [dict(row._mapping) for row in conn.execute(query)]
 
     def finished(self) -> set[str]:
-        """spec keys of runs that ended (ok or failed), for --resume."""
+        """spec keys of runs that ended (ok or failed), for --resume: a run is stored only when it ends."""
         with self.engine.connect() as conn:
-            return set(conn.execute(select(runs.c.spec_key).where(runs.c.status != "interrupted")).scalars())
+            return set(conn.execute(select(runs.c.spec_key)).scalars())

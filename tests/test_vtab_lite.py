@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 torch.set_num_threads(1)
 
 from peftbench.cli import main  # noqa: E402
-from peftbench.data import ImageDataset, array_splits, scaled_vtab_indices, to_pixels, vtab_indices  # noqa: E402
+from peftbench.data import ImageDataset, array_splits, scaled_vtab_indices, vtab_indices  # noqa: E402
 from peftbench.errors import UsageError  # noqa: E402
 from peftbench.tasks import vtab_lite  # noqa: E402
 from peftbench.tasks.vtab_lite import VTAB_LITE, available_tasks  # noqa: E402
