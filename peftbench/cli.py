@@ -17,14 +17,14 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive(kind):
+def _positive(kind, zero: bool = False):
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"'{text}' is not a {kind.__name__}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"'{text}' must be positive")
+        if value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"'{text}' must be {'zero or more' if zero else 'positive'}")
         return value
     return parse
 
@@ -41,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tasks", required=True, help="suites or suite/task names, e.g. quick or quick/digits")
     run.add_argument("--backbone", help="override the suite's backbone (see 'peftbench list backbones')")
     run.add_argument("--budget", default="lora:r=8", help="trainable parameters: 0.3M, 300k, or lora:r=8 (default)")
-    run.add_argument("--seeds", type=_positive(int), default=1, help="seeds per method (default 1)")
+    run.add_argument("--trials", type=_positive(int, zero=True),
+                     help="Optuna trials per task and method on train -> val; 0: the methods' literature "
+                          "defaults (default: the suite's recipe)")
+    run.add_argument("--seeds", type=_positive(int),
+                     help="final runs per task and method, on train+val, tested once (default: the suite's recipe)")
     run.add_argument("--epochs", type=_positive(int), help="override the suite's epochs")
     run.add_argument("--batch-size", type=_positive(int), help="override the suite's batch size")
     run.add_argument("--image-size", type=_positive(int), help="override the suite's image size")
@@ -54,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", help="folder holding the suite's data")
     run.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT}/)")
     run.add_argument("--store", help="results store: a SQLAlchemy URL or a file (default OUT/results.db)")
-    run.add_argument("--resume", action="store_true", help="skip runs the store already holds")
+    run.add_argument("--resume", action="store_true",
+                     help="continue a sweep the store already holds: finished runs are kept, interrupted ones redone")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     board = sub.add_parser("leaderboard", help="render the results store as markdown")
@@ -92,19 +97,26 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _metric(record: dict, field: str) -> str:
+    value = record.get(field)
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f}" if record["metric"] == "accuracy" else f"{value:.4g}"
+
+
 def _results_table(records: list[dict]) -> str:
-    header = ("task", "method", "trainable", "val acc", "test acc", "train/s", "eval/s", "status")
+    header = ("task", "method", "phase", "trainable", "val", "test", "train/s", "eval/s", "status")
     rows = [header]
     for r in records:
         ok = r["status"] == "ok"
+        which = f"trial {r['details']['slot'] + 1}" if r["phase"] == "tune" and "slot" in r["details"] else f"seed {r['seed']}"
         rows.append((
-            f"{r['suite']}/{r['task']}", r["method"],
+            f"{r['suite']}/{r['task']}", r["method"], which,
             f"{r['trainable_params']:,}" if ok else "-",
-            f"{100 * r['val_metric']:.1f}" if ok and r["val_metric"] is not None else "-",
-            f"{100 * r['test_metric']:.1f}" if ok else "-",
+            _metric(r, "val_metric"), _metric(r, "test_metric"),
             f"{r['train_samples_per_s']:.0f}" if ok else "-",
             f"{r['eval_samples_per_s']:.0f}" if ok else "-",
-            r["status"] if ok else f"failed: {r['error']}",
+            r["status"] if ok else f"{r['status']}: {r['error']}",
         ))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
@@ -115,7 +127,7 @@ def cmd_run(args) -> int:
     from .store import Store
 
     options = RunOptions(
-        backbone=args.backbone, budget=args.budget, seeds=args.seeds, epochs=args.epochs,
+        backbone=args.backbone, budget=args.budget, seeds=args.seeds, trials=args.trials, epochs=args.epochs,
         batch_size=args.batch_size, image_size=args.image_size, data_root=args.data_root,
         max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
         eval_mode=args.eval_mode,
@@ -127,7 +139,7 @@ def cmd_run(args) -> int:
     records = sweep.run(store, planned)
     print(_results_table(records) if records else "nothing to run: every run is already in the store")
     print(f"\n{len(records)} run(s) recorded in {store.url}")
-    return 1 if any(r["status"] != "ok" for r in records) else 0
+    return 1 if any(r["status"] == "failed" for r in records) else 0
 
 
 def cmd_leaderboard(args) -> int:

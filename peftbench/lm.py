@@ -97,7 +97,7 @@ def _response_loss(model, ids, mask, labels) -> torch.Tensor:
 
 
 def train_lm(model, tokenizer, examples, config: TrainConfig, max_length: int = 256,
-             desc: str = "train", progress: bool = True) -> TrainStats:
+             desc: str = "train", progress: bool = True, on_epoch=None) -> TrainStats:
     """peftbench.train.train for causal LMs: AdamW, warm-up then cosine, seeded shuffling,
     loss on the response tokens only, right padding."""
     if not examples:
@@ -111,7 +111,7 @@ def train_lm(model, tokenizer, examples, config: TrainConfig, max_length: int = 
 
     loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, collate_fn=collate,
                         generator=torch.Generator().manual_seed(config.seed))
-    return fit(model, loader, lambda m, batch: _response_loss(m, *batch), config, desc, progress)
+    return fit(model, loader, lambda m, batch: _response_loss(m, *batch), config, desc, progress, on_epoch)
 
 
 # ---- evaluation ---------------------------------------------------------------------------

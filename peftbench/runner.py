@@ -1,33 +1,48 @@
-"""One comparison: every (task, method, seed) becomes one record in the results store."""
+"""One comparison: every (task, method) cell is tuned with Optuna, then run with several seeds.
+
+A cell's units of work are its tuning slots (one Optuna trial each: train -> val, pruned on
+val) and its final runs (the configuration that scored best on val, retrained on train+val
+with each seed and tested once). Each unit becomes one record in the results store when it
+ends. Workers sharing a store claim units (peftbench.claims), so none runs one twice.
+"""
 
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
+import sys
+import time
 import traceback
 import uuid
 from dataclasses import dataclass, replace
 
+import optuna
 import torch
+from optuna.trial import TrialState
 from torch.utils.data import Subset
 
-from . import registry
+from . import registry, tuning
 from .backbones import Backbone, check_backbone_name, load_backbone
 from .budget import Budget, Sizing, budget_params, parse_budget, solve
+from .claims import Claims, Outcome
 from .envinfo import environment
 from .errors import UsageError
+from .kinds import KINDS
 from .method import Method
 from .store import Store
 from .task import Splits, Suite, Task, resolve_tasks
-from .train import Classifier, TrainConfig, evaluate, train
+from .train import TrainConfig
 
 DEFAULT_BUDGET = "lora:r=8"
 DEFAULT_RECIPE = {"backbone": "dinov2-s", "image_size": 56, "epochs": 5, "batch_size": 32,
                   "max_train_examples": None, "max_eval_examples": None, "max_length": 256,
-                  "eval_mode": "loglik"}
+                  "eval_mode": "loglik", "trials": 10, "seeds": 3}
 OVERRIDABLE = ("backbone", "epochs", "batch_size", "image_size", "max_train_examples", "max_eval_examples",
-               "eval_mode")
+               "eval_mode", "trials", "seeds")
+#: how long a worker waits before looking again at units other workers hold
+POLL_SECONDS = 2.0
+TUNE_SEED = 0  # every trial sees the same initialisation and data order: only the configuration differs
 
 
 @dataclass(frozen=True)
@@ -36,7 +51,8 @@ class RunOptions:
 
     backbone: str | None = None
     budget: str = DEFAULT_BUDGET
-    seeds: int = 1
+    seeds: int | None = None
+    trials: int | None = None
     epochs: int | None = None
     batch_size: int | None = None
     image_size: int | None = None
@@ -67,25 +83,53 @@ def suites() -> dict[str, Suite]:
 
 
 @dataclass(frozen=True)
-class PlannedRun:
+class Cell:
+    """A method on a task at the budget: one Optuna study, one cell of the leaderboard."""
+
     task: Task
     method: Method
     backbone: Backbone
     sizing: Sizing
-    hparams: dict
-    seed: int
     settings: dict
+    budget: str
+    fraction: float = 1.0
 
-    def key(self, budget: str) -> str:
-        """The same run asked for again gets the same key, whatever its outcome."""
-        spec = {"task": self.task.id, "method": self.method.name, "backbone": self.backbone.name,
-                "budget": budget, "size": self.sizing.size, "hparams": self.hparams, "seed": self.seed,
-                "data_fraction": 1.0, "phase": "final", "settings": self.settings}
+    @property
+    def study(self) -> str:
+        return tuning.study_name(self.task.id, self.method.name, self.budget, self.backbone.name,
+                                 self.fraction, self.settings)
+
+    def units(self) -> list[Unit]:
+        return ([Unit(self, "tune", slot) for slot in range(self.settings["trials"])]
+                + [Unit(self, "final", seed) for seed in range(self.settings["seeds"])])
+
+    def tune_keys(self) -> set[str]:
+        return {unit.key for unit in self.units() if unit.phase == "tune"}
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A tuning slot (index = slot) or a final run (index = seed)."""
+
+    cell: Cell
+    phase: str
+    index: int
+
+    @property
+    def key(self) -> str:
+        """The same unit asked for again gets the same key, whatever its outcome."""
+        spec = {"study": self.cell.study, "size": self.cell.sizing.size, "phase": self.phase, "index": self.index}
+        if self.phase == "final":  # a final run follows from all the trials before it
+            spec["trials"] = self.cell.settings["trials"]
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+
+    def __str__(self) -> str:
+        which = f"trial {self.index + 1}/{self.cell.settings['trials']}" if self.phase == "tune" else f"seed {self.index}"
+        return f"{self.cell.task.id} {self.cell.method.name} {which}"
 
 
 class Sweep:
-    """Runs the (task, method, seed) grid, writing each finished run to the store."""
+    """Runs the cells' units, writing each finished one to the store."""
 
     def __init__(self, methods: str, tasks: str, options: RunOptions):
         """Validate every choice up front, so bad input fails before any work or write."""
@@ -101,6 +145,7 @@ class Sweep:
                                  f"(the layouts are in README.md, 'Task suites')")
         self.env = environment()
         self._backbones: dict[tuple, Backbone] = {}
+        self._studies: dict[str, optuna.Study] = {}
         self.splits: dict[str, Splits] = {}
 
     def settings(self, suite: Suite) -> dict:
@@ -115,10 +160,10 @@ class Sweep:
             self._backbones[key] = load_backbone(name, image_size)
         return self._backbones[key]
 
-    def plan(self) -> list[PlannedRun]:
+    def plan(self) -> list[Cell]:
         """Size every method for every task first: a budget or backbone a method cannot
         handle is bad input, reported before the first run starts."""
-        planned = []
+        cells = []
         for suite, task in self.tasks:
             settings = self.settings(suite)
             backbone = self.backbone(settings["backbone"], settings["image_size"])
@@ -129,26 +174,112 @@ class Sweep:
             target = budget_params(self.budget, backbone, self.reference)
             for method in self.methods.values():
                 method.check(backbone)
-                sizing = solve(method, backbone, target)
-                hparams = dict(method.defaults)
-                for seed in range(self.options.seeds):
-                    planned.append(PlannedRun(task, method, backbone, sizing, hparams, seed, settings))
-        return planned
+                cells.append(Cell(task, method, backbone, solve(method, backbone, target), settings, self.budget.text))
+        return cells
 
-    def run(self, store: Store, planned: list[PlannedRun] | None = None) -> list[dict]:
-        planned = self.plan() if planned is None else planned
-        done = store.finished() if self.options.resume else set()
-        records = []
-        for item in planned:
-            key = item.key(self.budget.text)
-            if key in done:
-                continue
-            record = self.one_run(item.task, item.method, item.backbone, self.splits[item.task.id],
-                                  item.sizing, item.hparams, item.seed, item.settings)
-            record.update(spec_key=key, budget=self.budget.text, budget_reached=int(item.sizing.reached))
-            store.add(record)
-            records.append(record)
+    def run(self, store: Store, cells: list[Cell] | None = None) -> list[dict]:
+        """Run every unit not yet in the store; units other workers hold are waited for."""
+        cells = self.plan() if cells is None else cells
+        units = [unit for cell in cells for unit in cell.units()]
+        done = store.finished()
+        held = sum(unit.key in done for unit in units)
+        if held and not self.options.resume:
+            raise UsageError(f"the store already holds {held} of this sweep's {len(units)} runs: "
+                             f"pass --resume to continue the sweep, or --store for a new one")
+        claims = Claims(store)
+        records, pending = [], [unit for unit in units if unit.key not in done]
+        while pending:
+            waiting = []
+            for unit in pending:
+                if unit.phase == "final" and not all(map(store.has, unit.cell.tune_keys())):
+                    waiting.append(unit)  # its study is not finished yet (another worker's trials)
+                    continue
+                outcome, abandoned_trial = claims.claim(unit.key)
+                if outcome is Outcome.BUSY:
+                    waiting.append(unit)
+                elif outcome is Outcome.CLAIMED:
+                    records.append(self.execute(unit, store, claims, abandoned_trial))
+                    self.report(records[-1], unit, len(units) - len(pending) + len(records), len(units))
+            still = [unit for unit in waiting if not store.has(unit.key)]
+            if still and len(still) == len(pending):
+                time.sleep(POLL_SECONDS)
+            pending = still
         return records
+
+    def report(self, record: dict, unit: Unit, number: int, total: int) -> None:
+        if record["status"] == "ok":
+            value = record["test_metric"] if unit.phase == "final" else record["val_metric"]
+            outcome = f"{'test' if unit.phase == 'final' else 'val'} {record['metric']} {value:.4g}"
+        else:
+            outcome = f"{record['status']}: {record['error']}"
+        print(f"[{min(number, total)}/{total}] {unit}: {outcome}", file=sys.stderr, flush=True)
+
+    def execute(self, unit: Unit, store: Store, claims: Claims, abandoned_trial: int | None) -> dict:
+        """Run one claimed unit and store its record, which releases the claim."""
+        study = self.study(unit.cell, store) if unit.phase == "tune" else None
+        if study is not None:
+            tuning.fail_abandoned(study, abandoned_trial)
+        trial = None
+        try:
+            with claims.heartbeat(unit.key):
+                if study is not None:
+                    trial = tuning.ask(study, unit.cell.study, unit.index, unit.cell.settings["trials"])
+                    claims.note_trial(unit.key, trial.number)
+                    record = self.tune(unit, trial)
+                else:
+                    record = self.final(unit, store)
+        except BaseException:  # interrupted (Ctrl-C, bad input): the unit stays to be run again
+            claims.release(unit.key)
+            if trial is not None:
+                tuning.fail_abandoned(study, trial.number)
+            raise
+        record.update(spec_key=unit.key, budget=self.budget.text, budget_reached=int(unit.cell.sizing.reached),
+                      env={**record["env"], "worker": claims.owner})
+        store.add(record, release=claims.owner)
+        if trial is not None:  # after the record: the store, not the study, says what ran
+            tuning.tell(study, trial.number, record)
+        return record
+
+    def study(self, cell: Cell, store: Store) -> optuna.Study:
+        """Open (or continue) the cell's study; trials recorded but never told are told now."""
+        if cell.study not in self._studies:
+            study = tuning.open_study(store.url, cell.study, cell.task.higher_is_better)
+            running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+            for record in self.tune_records(store, cell):
+                if record["details"]["trial"] in running:
+                    tuning.tell(study, record["details"]["trial"], record)
+            self._studies[cell.study] = study
+        return self._studies[cell.study]
+
+    @staticmethod
+    def tune_records(store: Store, cell: Cell) -> list[dict]:
+        keys = cell.tune_keys()
+        return [r for r in store.records(phase="tune") if r["spec_key"] in keys]
+
+    def tune(self, unit: Unit, trial: optuna.Trial) -> dict:
+        cell, splits = unit.cell, self.splits[unit.cell.task.id]
+        hparams = tuning.search_space(cell.method, trial)
+        record = self.train_run(cell, "tune", TUNE_SEED, hparams, splits.train, val=splits.val, trial=trial)
+        record["details"].update(study=cell.study, slot=unit.index, trial=trial.number)
+        return record
+
+    def final(self, unit: Unit, store: Store) -> dict:
+        """The best configuration on val (the defaults without trials), on train+val, tested once."""
+        cell, splits = unit.cell, self.splits[unit.cell.task.id]
+        if cell.settings["trials"] == 0:
+            hparams, selected = dict(cell.method.defaults), {"by": "defaults"}
+        else:
+            chosen = tuning.best(self.tune_records(store, cell), cell.task.higher_is_better)
+            if chosen is None:
+                record = self.new_record(cell, "final", unit.index, {})
+                return {**record, "status": "failed",
+                        "error": f"no tuning trial finished (all {cell.settings['trials']} failed or were pruned)"}
+            hparams = chosen["hparams"]
+            selected = {"by": "val", "study": cell.study, "slot": chosen["details"]["slot"],
+                        "val_metric": chosen["val_metric"]}
+        record = self.train_run(cell, "final", unit.index, hparams, splits.trainval, test=splits.test)
+        record["details"]["selected"] = selected
+        return record
 
     def load_splits(self, task: Task, backbone: Backbone, settings: dict) -> Splits:
         """Load (lazily, where the task can) and cap the training data as the settings say."""
@@ -160,28 +291,61 @@ class Sweep:
             splits = replace(splits, val=first_n(splits.val, eval_cap), test=first_n(splits.test, eval_cap))
         return splits
 
-    def one_run(self, task: Task, method: Method, backbone: Backbone, splits: Splits, sizing,
-                hparams: dict, seed: int, settings: dict) -> dict:
-        record = {
+    def new_record(self, cell: Cell, phase: str, seed: int, hparams: dict) -> dict:
+        task, backbone = cell.task, cell.backbone
+        return {
             "run_id": uuid.uuid4().hex, "suite": task.suite, "task": task.name, "group": task.group,
-            "method": method.name, "backbone": backbone.name, "size": sizing.size, "hparams": hparams,
-            "settings": settings, "seed": seed, "data_fraction": 1.0, "phase": "final",
-            "metric": task.metric, "total_params": backbone.total_params, "env": self.env,
+            "method": cell.method.name, "backbone": backbone.name, "size": cell.sizing.size, "hparams": hparams,
+            "settings": cell.settings, "seed": seed, "data_fraction": cell.fraction, "phase": phase,
+            "metric": task.metric, "total_params": backbone.total_params, "env": self.env, "details": {},
         }
+
+    def train_run(self, cell: Cell, phase: str, seed: int, hparams: dict, train_data, val=None, test=None,
+                  trial: optuna.Trial | None = None) -> dict:
+        """Train on ``train_data``; score ``val`` after every epoch (reporting to ``trial``, which
+        may prune) and ``test`` once at the end. Failures are recorded, and the sweep goes on."""
+        task, backbone, settings = cell.task, cell.backbone, cell.settings
+        kind = KINDS[task.kind]
+        record = self.new_record(cell, phase, seed, hparams)
+        curve = []
+
+        def validate(epoch: int) -> None:
+            curve.append(kind.score(model, backbone, val, settings))
+            if trial is not None:
+                trial.report(curve[-1].metric, epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}: val {curve[-1].metric:.4g} "
+                                             f"below the median of earlier trials")
+
         try:
             torch.manual_seed(seed)
-            adapted = method.apply(copy.deepcopy(backbone), sizing.size, hparams)
+            adapted = cell.method.apply(copy.deepcopy(backbone), cell.sizing.size, hparams)
+            model = kind.build(task, backbone, adapted)
             config = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"],
                                  lr=hparams["lr"], weight_decay=hparams["weight_decay"], seed=seed)
-            fit = fit_choice if task.kind == "choice" else fit_classifier
-            record.update(status="ok", **fit(task, backbone, adapted, splits, config, settings,
-                                            desc=f"{task.id} {method.name} s{seed}",
-                                            progress=self.options.progress))
+            stats = kind.train(model, backbone, train_data, config, settings,
+                               desc=f"{task.id} {cell.method.name} {phase} s{seed}", progress=self.options.progress,
+                               on_epoch=validate if val is not None else None)
+            trainable, head = _trainable(model), kind.head_params(model)
+            record.update(status="ok", trainable_params=sum(p.numel() for p in trainable) - head, head_params=head,
+                          train_seconds=stats.seconds, train_samples_per_s=stats.samples_per_s,
+                          peak_memory_mb=stats.peak_memory_mb,
+                          adapter_bytes=sum(p.numel() * p.element_size() for p in trainable))
+            scored = kind.score(model, backbone, test, settings) if test is not None else (curve or [None])[-1]
+            if scored is not None:
+                record.update(eval_samples_per_s=scored.samples_per_s, details=dict(scored.details))
+            if test is not None:
+                record["test_metric"] = scored.metric
         except (UsageError, KeyboardInterrupt):
             raise
+        except optuna.TrialPruned as exc:
+            record.update(status="pruned", error=str(exc))
         except Exception as exc:  # recorded, and the sweep goes on
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0],
                           env={**self.env, "traceback": traceback.format_exc(limit=8)})
+        if curve:
+            record.update(val_metric=curve[-1].metric)
+            record["details"]["val_curve"] = [score.metric for score in curve]
         return record
 
 
@@ -192,39 +356,3 @@ def first_n(data, n: int):
 
 def _trainable(module) -> list:
     return [p for p in module.parameters() if p.requires_grad]
-
-
-def fit_classifier(task, backbone, adapted, splits, config, settings, desc, progress) -> dict:
-    """Adapted encoder plus a linear head, trained on train, scored on val and test."""
-    model = Classifier(adapted, backbone.feature_dim, task.num_classes)
-    stats = train(model, splits.train, config, desc=desc, progress=progress)
-    val, _ = evaluate(model, splits.val)
-    test, eval_speed = evaluate(model, splits.test)
-    head = sum(p.numel() for p in model.head.parameters())
-    trainable = _trainable(model)
-    return dict(
-        trainable_params=sum(p.numel() for p in trainable) - head, head_params=head,
-        val_metric=val, test_metric=test, train_seconds=stats.seconds,
-        train_samples_per_s=stats.samples_per_s, eval_samples_per_s=eval_speed,
-        peak_memory_mb=stats.peak_memory_mb, adapter_bytes=sum(p.numel() * p.element_size() for p in trainable),
-    )
-
-
-def fit_choice(task, backbone, adapted, splits, config, settings, desc, progress) -> dict:
-    """A causal LM trained on answer tokens, scored by option log-likelihood or by generation."""
-    from .lm import evaluate_choices, train_lm
-
-    tokenizer, max_length, mode = backbone.tokenizer, settings["max_length"], settings["eval_mode"]
-    stats = train_lm(adapted, tokenizer, splits.train, config, max_length=max_length, desc=desc, progress=progress)
-    val = evaluate_choices(adapted, tokenizer, splits.val, mode=mode, max_length=max_length) if splits.val else None
-    test = evaluate_choices(adapted, tokenizer, splits.test, mode=mode, max_length=max_length)
-    trainable = _trainable(adapted)
-    return dict(
-        trainable_params=sum(p.numel() for p in trainable), head_params=0,
-        val_metric=val["accuracy"] if val else None, test_metric=test["accuracy"],
-        train_seconds=stats.seconds, train_samples_per_s=stats.samples_per_s,
-        eval_samples_per_s=test["samples_per_s"], peak_memory_mb=stats.peak_memory_mb,
-        adapter_bytes=sum(p.numel() * p.element_size() for p in trainable),
-        details={"eval_mode": mode, "test_parse_failures": test["parse_failures"],
-                 "val_parse_failures": val["parse_failures"] if val else None},
-    )

@@ -7,12 +7,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import (JSON, Column, Float, Integer, MetaData, String, Table, Text, create_engine,
-                        event, insert, select)
+                        delete, event, insert, select)
 from sqlalchemy.exc import SQLAlchemyError
 
 from .errors import UsageError
 
-SCHEMA_VERSION = 1
+#: 2 added the claims table (create_all adds it to a version-1 store: no row changes).
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -50,6 +51,16 @@ runs = Table(
     Column("details", JSON),  # what one task kind adds: parse failures of generated answers, ...
     Column("env", JSON),
     Column("created_at", String(32), nullable=False),
+)
+
+# A unit of work (a tuning trial slot or a final run) that a worker is running now; the row is
+# deleted in the transaction that stores the unit's record. See peftbench.claims.
+claims = Table(
+    "claims", metadata,
+    Column("key", String(64), primary_key=True),  # the unit's spec_key
+    Column("owner", String(160), nullable=False),  # machine:pid:token of the worker
+    Column("heartbeat", Float, nullable=False),  # time.time() of the owner's last sign of life
+    Column("trial", Integer),  # the Optuna trial number a tuning slot asked for
 )
 
 meta = Table(
@@ -99,17 +110,25 @@ class Store:
                 elif int(version) > SCHEMA_VERSION:
                     raise UsageError(f"store {location} has schema version {version}, newer than this "
                                      f"peftbench's {SCHEMA_VERSION}: upgrade peftbench")
+                elif int(version) < SCHEMA_VERSION:  # create_all above made the missing tables
+                    conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
         except (SQLAlchemyError, ModuleNotFoundError) as exc:
             reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
             raise UsageError(f"cannot open the results store {location}: {reason}") from exc
 
-    def add(self, record: dict) -> None:
-        """Write one run in a single transaction: it is either stored whole or not at all."""
+    def add(self, record: dict, release: str | None = None) -> None:
+        """Write one run in a single transaction: it is either stored whole or not at all.
+
+        ``release`` names the claim (the owner's) that the same transaction deletes, so a unit
+        is never both recorded and still claimed, nor released without its record.
+        """
         row = {key: record.get(key) for key in FIELDS}
         row["created_at"] = row["created_at"] or datetime.now(timezone.utc).isoformat(timespec="seconds")
         json.dumps(row)  # a value that cannot be stored fails here, before the transaction
         with self.engine.begin() as conn:
             conn.execute(insert(runs).values(**row))
+            if release is not None:
+                conn.execute(delete(claims).where(claims.c.key == row["spec_key"], claims.c.owner == release))
 
     def records(self, **where) -> list[dict]:
         query = select(runs).order_by(runs.c.created_at, runs.c.run_id)
@@ -122,3 +141,7 @@ class Store:
         """spec keys of runs that ended (ok or failed), for --resume: a run is stored only when it ends."""
         with self.engine.connect() as conn:
             return set(conn.execute(select(runs.c.spec_key)).scalars())
+
+    def has(self, spec_key: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(runs.c.run_id).where(runs.c.spec_key == spec_key).limit(1)).first() is not None

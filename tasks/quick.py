@@ -48,5 +48,5 @@ QUICK = Suite(
         Task("quick", "digits", "natural", "image", 10, load_digits_task),
         Task("quick", "textures", "natural", "image", len(TEXTURES), load_textures_task),
     ),
-    recipe={"backbone": "dinov2-s", "image_size": 56, "epochs": 3, "batch_size": 32},
+    recipe={"backbone": "dinov2-s", "image_size": 56, "epochs": 3, "batch_size": 32, "trials": 2, "seeds": 1},
 )

@@ -157,7 +157,7 @@ VTAB_LITE = Suite(
         Task(SUITE, "fashion-mnist", "natural", "image", 10, load_fashion_mnist_task),
         Task(SUITE, "mnist", "natural", "image", 10, load_mnist_task),
     ),
-    recipe={"backbone": "dinov2-s", "image_size": 56, "epochs": 3, "batch_size": 32},
+    recipe={"backbone": "dinov2-s", "image_size": 56, "epochs": 3, "batch_size": 32, "trials": 4, "seeds": 3},
 )
 
 #: task name -> finder, for the tasks whose data is an optional install

@@ -1,0 +1,94 @@
+"""Optuna studies: one per (task, method, budget, backbone, settings), kept in the results store.
+
+Every method gets the same number of trials, each trained on train and scored on val after
+every epoch (a median pruner stops the hopeless ones). A trial's configuration depends only on
+the study's seed, its slot and the trials finished before it, so a resumed or shared sweep
+samples what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import optuna
+from optuna.trial import TrialState
+
+from .method import Method
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+STUDY_SEED = 0
+#: A weight decay range every method shares; learning rates span a decade either side of the
+#: method's literature default, which differs by orders of magnitude between methods.
+WEIGHT_DECAY = (1e-6, 1e-1)
+
+
+def search_space(method: Method, trial) -> dict:
+    """The method's defaults overridden by this trial's suggestions."""
+    lr = method.defaults["lr"]
+    shared = {
+        "lr": trial.suggest_float("lr", lr / 10, lr * 10, log=True),
+        "weight_decay": trial.suggest_float("weight_decay", *WEIGHT_DECAY, log=True),
+    }
+    return {**method.defaults, **shared, **method.search_space(trial)}
+
+
+def study_name(task: str, method: str, budget: str, backbone: str, fraction: float, settings: dict) -> str:
+    """Names the comparison; the settings (epochs, image size, ...) enter as a short hash.
+
+    Trials and seeds are left out, so a larger --trials continues the same study."""
+    fixed = {k: v for k, v in settings.items() if k not in ("trials", "seeds", "overrides")}
+    digest = hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{task}|{method}|{budget}|{backbone}|{fraction:g}|{digest}"
+
+
+def storage(url: str) -> optuna.storages.RDBStorage:
+    kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+def open_study(store_url: str, name: str, higher_is_better: bool) -> optuna.Study:
+    return optuna.create_study(
+        storage=storage(store_url), study_name=name, load_if_exists=True,
+        direction="maximize" if higher_is_better else "minimize",
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+    )
+
+
+def sampler(name: str, slot: int, trials: int) -> optuna.samplers.TPESampler:
+    """A sampler seeded by the study and the slot, not by its history of asks: a slot redone
+    after a crash draws what it drew the first time."""
+    seed = int(hashlib.sha256(f"{STUDY_SEED}|{name}|{slot}".encode()).hexdigest()[:8], 16)
+    # random search for the first half of a small budget, then TPE
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(1, trials // 2)),
+                                      constant_liar=False)
+
+
+def ask(study: optuna.Study, name: str, slot: int, trials: int) -> optuna.Trial:
+    study.sampler = sampler(name, slot, trials)
+    return study.ask()
+
+
+def tell(study: optuna.Study, trial: int, record: dict) -> None:
+    """Report a recorded trial's outcome to the study (skipped if it was already told)."""
+    if record["status"] == "ok":
+        study.tell(trial, record["val_metric"], skip_if_finished=True)
+    else:
+        state = TrialState.PRUNED if record["status"] == "pruned" else TrialState.FAIL
+        study.tell(trial, state=state, skip_if_finished=True)
+
+
+def fail_abandoned(study: optuna.Study, trial: int | None) -> None:
+    """A trial whose worker died: failed, so that it counts for nothing."""
+    if trial is not None:
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def best(tune_records: list[dict], higher_is_better: bool) -> dict | None:
+    """The finished trial with the best validation score (the earliest slot on ties)."""
+    done = [r for r in tune_records if r["status"] == "ok" and r["val_metric"] is not None]
+    if not done:
+        return None
+    sign = 1 if higher_is_better else -1
+    return min(done, key=lambda r: (-sign * r["val_metric"], r["details"]["slot"]))
