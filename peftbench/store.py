@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import (JSON, Column, Float, Integer, MetaData, String, Table, Text, create_engine,
-                        delete, event, insert, select)
-from sqlalchemy.exc import SQLAlchemyError
+                        delete, event, insert, inspect, select, text)
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from .errors import UsageError
 
@@ -79,6 +80,18 @@ def store_url(location: str) -> str:
     return f"sqlite:///{Path(location).expanduser().resolve()}"
 
 
+def retrying(work, attempts: int = 4, pause: float = 0.5):
+    """Run ``work``, again after a pause if the database was busy or another process was
+    creating the same tables at the same moment (SQLite creates tables outside transactions)."""
+    for attempt in range(attempts):
+        try:
+            return work()
+        except (OperationalError, IntegrityError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(pause * (attempt + 1))
+
+
 def _sqlite_pragmas(dbapi_connection, _record):
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer of a sweep
@@ -102,19 +115,27 @@ class Store:
             self.engine = create_engine(self.url)
             if self.engine.dialect.name == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
-            with self.engine.begin() as conn:
-                metadata.create_all(conn)
-                version = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
-                if version is None:
-                    conn.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
-                elif int(version) > SCHEMA_VERSION:
-                    raise UsageError(f"store {location} has schema version {version}, newer than this "
-                                     f"peftbench's {SCHEMA_VERSION}: upgrade peftbench")
-                elif int(version) < SCHEMA_VERSION:  # create_all above made the missing tables
-                    conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+            retrying(lambda: self._prepare(location))
         except (SQLAlchemyError, ModuleNotFoundError) as exc:
             reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
             raise UsageError(f"cannot open the results store {location}: {reason}") from exc
+
+    def _prepare(self, location: str) -> None:
+        """Check the schema version before writing anything; create or migrate the tables."""
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # workers starting together create the tables once
+                conn.execute(text("SELECT pg_advisory_xact_lock(7311)"))
+            version = None
+            if inspect(conn).has_table(meta.name):
+                version = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+            if version is not None and int(version) > SCHEMA_VERSION:
+                raise UsageError(f"store {location} has schema version {version}, newer than this "
+                                 f"peftbench's {SCHEMA_VERSION}: upgrade peftbench")
+            metadata.create_all(conn)  # adds the tables a version-1 store lacks
+            if version is None:
+                conn.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(version) < SCHEMA_VERSION:
+                conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
 
     def add(self, record: dict, release: str | None = None) -> None:
         """Write one run in a single transaction: it is either stored whole or not at all.

@@ -8,6 +8,7 @@ samples what an uninterrupted one would.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 
@@ -15,6 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .method import Method
+from .store import retrying
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -43,9 +45,11 @@ def study_name(task: str, method: str, budget: str, backbone: str, fraction: flo
     return f"{task}|{method}|{budget}|{backbone}|{fraction:g}|{digest}"
 
 
+@functools.cache
 def storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's tables beside the results, on the store's own URL."""
     kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    return retrying(lambda: optuna.storages.RDBStorage(url, engine_kwargs=kwargs))
 
 
 def open_study(store_url: str, name: str, higher_is_better: bool) -> optuna.Study:

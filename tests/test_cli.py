@@ -10,7 +10,9 @@ import pytest
 from peftbench.cli import main
 from peftbench.store import FIELDS, Store
 
-TINY = ["--backbone", "tiny-dinov2", "--image-size", "28", "--epochs", "1", "--no-progress"]
+TINY = ["--backbone", "tiny-dinov2", "--image-size", "28", "--epochs", "1", "--trials", "0", "--seeds", "1",
+        "--no-progress"]
+TUNED = [*TINY[:-5], "--trials", "1", "--seeds", "1", "--no-progress"]
 
 
 def digest(path):
@@ -20,19 +22,22 @@ def digest(path):
 @pytest.fixture(scope="module")
 def finished_store(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("run") / "results.db")
-    assert main(["run", "--methods", "lora,linear", "--tasks", "quick", "--store", path, *TINY]) == 0
+    assert main(["run", "--methods", "lora,linear", "--tasks", "quick", "--store", path, *TUNED]) == 0
     return path
 
 
-def test_run_records_one_complete_row_per_task_and_method(finished_store):
+def test_run_records_a_trial_and_a_final_run_per_task_and_method(finished_store):
     records = Store(finished_store).records()
-    assert sorted((r["task"], r["method"]) for r in records) == [
-        ("digits", "linear"), ("digits", "lora"), ("textures", "linear"), ("textures", "lora")]
+    assert sorted((r["task"], r["method"], r["phase"]) for r in records) == [
+        (task, method, phase) for task in ("digits", "textures") for method in ("linear", "lora")
+        for phase in ("final", "tune")]
     for r in records:
         assert r["status"] == "ok" and set(r) == set(FIELDS)
-        assert 0 <= r["val_metric"] <= 1 and 0 <= r["test_metric"] <= 1
-        assert r["train_samples_per_s"] > 0 and r["eval_samples_per_s"] > 0
-        assert r["env"]["packages"]["torch"] and r["phase"] == "final"
+        assert r["train_samples_per_s"] > 0 and r["eval_samples_per_s"] > 0 and r["env"]["packages"]["torch"]
+        if r["phase"] == "tune":  # scored on val only: test is for final runs
+            assert 0 <= r["val_metric"] <= 1 and r["test_metric"] is None
+        else:  # trained on train+val, tested once
+            assert r["val_metric"] is None and 0 <= r["test_metric"] <= 1
     lora = [r for r in records if r["method"] == "lora"]
     assert all(r["trainable_params"] == 2 * 2 * (64 + 64) * 8 for r in lora)  # q,v x 2 blocks, r=8
 
@@ -41,7 +46,7 @@ def test_run_prints_the_results_table(tmp_path, capsys):
     store = str(tmp_path / "r.db")
     assert main(["run", "--methods", "linear", "--tasks", "quick/digits", "--store", store, *TINY]) == 0
     out = capsys.readouterr().out
-    assert "task" in out and "test acc" in out and "quick/digits" in out and "linear" in out
+    assert "task" in out and "test" in out and "quick/digits" in out and "linear" in out
 
 
 def test_leaderboard_renders_the_store(finished_store, tmp_path, capsys):
@@ -55,7 +60,7 @@ def test_leaderboard_renders_the_store(finished_store, tmp_path, capsys):
 def test_resume_repeats_nothing(finished_store, capsys):
     before = len(Store(finished_store).records())
     assert main(["run", "--methods", "lora,linear", "--tasks", "quick", "--store", finished_store,
-                 "--resume", *TINY]) == 0
+                 "--resume", *TUNED]) == 0
     assert len(Store(finished_store).records()) == before
     assert "nothing to run" in capsys.readouterr().out
 

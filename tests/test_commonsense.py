@@ -308,8 +308,9 @@ def test_the_command_line_runs_the_suite(smollm2, tmp_path):
     store = str(tmp_path / "r.db")
     assert main(["run", "--methods", "lora", "--tasks", "commonsense/ARC-Challenge", "--data-root", str(DATA),
                  "--max-train-examples", "8", "--max-eval-examples", "8", "--epochs", "1", "--batch-size", "4",
-                 "--store", store, "--no-progress"]) == 0
+                 "--trials", "0", "--seeds", "1", "--store", store, "--no-progress"]) == 0
     (record,) = Store(store).records()
     assert record["status"] == "ok" and record["backbone"] == "smollm2-135m"
-    assert record["settings"]["overrides"] == ["batch_size", "epochs", "max_eval_examples", "max_train_examples"]
+    assert record["settings"]["overrides"] == ["batch_size", "epochs", "max_eval_examples", "max_train_examples",
+                                               "seeds", "trials"]
     assert 0 <= record["test_metric"] <= 1 and record["trainable_params"] > 0

@@ -87,7 +87,8 @@ def test_list_shows_third_party_and_broken_plugins_by_name(installed_plugin):
 def test_a_third_party_method_runs_like_a_built_in(installed_plugin, tmp_path):
     store = str(tmp_path / "r.db")
     argv = ["run", "--methods", "qlora-only,lora", "--tasks", "quick/digits", "--store", store,
-            "--backbone", "tiny-dinov2", "--image-size", "28", "--epochs", "1", "--no-progress"]
+            "--backbone", "tiny-dinov2", "--image-size", "28", "--epochs", "1", "--trials", "0", "--seeds", "1",
+            "--no-progress"]
     assert main(argv) == 0
     counts = {r["method"]: r["trainable_params"] for r in Store(store).records()}
     assert counts["qlora-only"] == counts["lora"] > 0  # equal budgets: r=16 on q alone = r=8 on q and v
@@ -101,7 +102,8 @@ def test_asking_for_a_broken_plugin_names_it(installed_plugin, capsys):
 def test_failing_methods_are_recorded_with_the_reason_and_the_sweep_goes_on(installed_plugin, tmp_path):
     store = str(tmp_path / "r.db")
     argv = ["run", "--methods", "diverging,exploding,linear", "--tasks", "quick/digits", "--store", store,
-            "--backbone", "tiny-dinov2", "--image-size", "28", "--epochs", "1", "--no-progress"]
+            "--backbone", "tiny-dinov2", "--image-size", "28", "--epochs", "1", "--trials", "0", "--seeds", "1",
+            "--no-progress"]
     assert main(argv) == 1  # some runs failed, the others ran
     records = {r["method"]: r for r in Store(store).records()}
     assert records["linear"]["status"] == "ok"

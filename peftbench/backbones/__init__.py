@@ -25,6 +25,19 @@ def _smollm2(image_size: int | None) -> Backbone:
     return hf_text_backbone("smollm2-135m", model, tokenizer)
 
 
+def _seeded(build: Callable[[int | None], Backbone]) -> Callable[[int | None], Backbone]:
+    """A random-init model is the same model in every process: the default generator's seed is
+    random per process, and results must repeat across runs and workers."""
+    def load(image_size: int | None) -> Backbone:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return build(image_size)
+    return load
+
+
+@_seeded
 def _tiny_vit(image_size: int | None) -> Backbone:
     import timm
 
@@ -36,6 +49,7 @@ def _tiny_vit(image_size: int | None) -> Backbone:
     return timm_backbone("tiny-vit", model, size)
 
 
+@_seeded
 def _tiny_dinov2(image_size: int | None) -> Backbone:
     from transformers import Dinov2Config, Dinov2Model
 
@@ -47,6 +61,7 @@ def _tiny_dinov2(image_size: int | None) -> Backbone:
     return hf_image_backbone("tiny-dinov2", Dinov2Model(config).eval(), size)
 
 
+@_seeded
 def _tiny_llama(image_size: int | None) -> Backbone:
     from transformers import LlamaConfig, LlamaForCausalLM
 

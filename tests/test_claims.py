@@ -1,0 +1,70 @@
+"""Claims: one worker per unit; a dead worker's unit is taken over; a recorded one is done."""
+
+import time
+
+import pytest
+from sqlalchemy import insert, select
+
+from peftbench.claims import STALE_AFTER, Claims, Outcome, this_machine
+from peftbench.store import Store, claims
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(str(tmp_path / "r.db"))
+
+
+def record(key):
+    return {"run_id": key[:8] + "-run", "spec_key": key, "suite": "s", "task": "t", "method": "m",
+            "backbone": "b", "status": "ok"}
+
+
+def plant(store, owner, heartbeat, trial=None, key="unit"):
+    with store.engine.begin() as conn:
+        conn.execute(insert(claims).values(key=key, owner=owner, heartbeat=heartbeat, trial=trial))
+
+
+def test_one_worker_gets_a_unit_and_its_record_makes_it_done(store):
+    first, second = Claims(store), Claims(store)
+    assert first.claim("unit") == (Outcome.CLAIMED, None)
+    assert second.claim("unit") == (Outcome.BUSY, None)
+    store.add(record("unit"), release=first.owner)
+    with store.engine.connect() as conn:
+        assert conn.execute(select(claims)).first() is None  # released with the record, atomically
+    assert second.claim("unit") == (Outcome.DONE, None)
+    assert first.claim("unit") == (Outcome.DONE, None)
+
+
+def test_a_released_unit_can_be_claimed_again(store):
+    first, second = Claims(store), Claims(store)
+    first.claim("unit")
+    first.release("unit")
+    assert second.claim("unit") == (Outcome.CLAIMED, None)
+
+
+def test_a_dead_process_on_this_machine_loses_its_claim_with_its_trial(store):
+    plant(store, f"{this_machine()}:999999999:dead", time.time(), trial=7)
+    assert Claims(store).claim("unit") == (Outcome.CLAIMED, 7)
+    assert Claims(store).claim("unit") == (Outcome.BUSY, None)  # now held by a live process
+
+
+def test_another_machine_keeps_its_claim_until_its_heartbeat_is_stale(store):
+    plant(store, "elsewhere/abcd1234:42:token", time.time(), key="fresh")
+    plant(store, "elsewhere/abcd1234:43:token", time.time() - STALE_AFTER - 1, key="stale")
+    worker = Claims(store)
+    assert worker.claim("fresh") == (Outcome.BUSY, None)
+    assert worker.claim("stale") == (Outcome.CLAIMED, None)
+
+
+def test_the_heartbeat_refreshes_the_claim(store, monkeypatch):
+    import peftbench.claims as module
+
+    monkeypatch.setattr(module, "HEARTBEAT_EVERY", 0.05)
+    worker = Claims(store)
+    worker.claim("unit")
+    with store.engine.connect() as conn:
+        before = conn.execute(select(claims.c.heartbeat)).scalar()
+    with worker.heartbeat("unit"):
+        time.sleep(0.3)
+    with store.engine.connect() as conn:
+        assert conn.execute(select(claims.c.heartbeat)).scalar() > before

@@ -1,0 +1,140 @@
+"""Optuna tuning on train -> val, final runs on train+val, and studies kept in the store."""
+
+import hashlib
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from peftbench import registry, tuning
+from peftbench.cli import main
+from peftbench.methods.lora import LoRA
+from peftbench.store import Store
+
+TINY = ["--tasks", "quick/digits", "--backbone", "tiny-dinov2", "--image-size", "28", "--epochs", "2",
+        "--no-progress"]
+
+
+def digest(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def studies(store):
+    return {s.study_name: s for s in optuna.get_all_study_summaries(tuning.storage(Store(store).url))}
+
+
+def trial_states(store, name):
+    study = optuna.load_study(study_name=name, storage=tuning.storage(Store(store).url))
+    return [t.state for t in study.trials]
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    store = str(tmp_path_factory.mktemp("tuned") / "r.db")
+    assert main(["run", "--methods", "lora", "--trials", "3", "--seeds", "2", "--store", store, *TINY]) == 0
+    return store
+
+
+def test_trials_see_val_only_and_the_best_one_is_retrained_with_each_seed(tuned):
+    records = Store(tuned).records()
+    trials = [r for r in records if r["phase"] == "tune"]
+    finals = [r for r in records if r["phase"] == "final"]
+    assert sorted(r["details"]["slot"] for r in trials) == [0, 1, 2]
+    assert sorted(r["seed"] for r in finals) == [0, 1]
+    for r in trials:
+        assert r["status"] in ("ok", "pruned") and r["test_metric"] is None
+        assert len(r["details"]["val_curve"]) == 2  # scored after each epoch; pruning waits for the second
+        assert r["val_metric"] == r["details"]["val_curve"][-1]
+        assert 1e-4 <= r["hparams"]["lr"] <= 1e-2  # a decade either side of LoRA's 1e-3
+    assert len({r["hparams"]["lr"] for r in trials}) == 3
+    best = max((r for r in trials if r["status"] == "ok"), key=lambda r: r["val_metric"])
+    for r in finals:
+        assert r["hparams"] == best["hparams"] and r["details"]["selected"]["slot"] == best["details"]["slot"]
+        assert r["val_metric"] is None and 0 <= r["test_metric"] <= 1
+
+
+def test_the_study_lives_in_the_store_named_by_task_method_budget_and_backbone(tuned):
+    (name,) = studies(tuned)
+    assert name.startswith("quick/digits|lora|lora:r=8|tiny-dinov2|")
+    states = trial_states(tuned, name)
+    assert len(states) == 3 and set(states) <= {TrialState.COMPLETE, TrialState.PRUNED}
+
+
+def test_rerunning_without_resume_refuses_and_leaves_the_store_alone(tuned, capsys):
+    before = digest(tuned)
+    assert main(["run", "--methods", "lora", "--trials", "3", "--seeds", "2", "--store", tuned, *TINY]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert digest(tuned) == before
+
+
+def test_more_trials_continue_the_same_study(tmp_path):
+    store = str(tmp_path / "r.db")
+    assert main(["run", "--methods", "lora", "--trials", "1", "--seeds", "1", "--store", store, *TINY]) == 0
+    first = {r["spec_key"]: r for r in Store(store).records(phase="tune")}
+    assert main(["run", "--methods", "lora", "--trials", "2", "--seeds", "1", "--store", store, "--resume", *TINY]) == 0
+    tune = Store(store).records(phase="tune")
+    assert len(tune) == 2 and all(first[k] in tune for k in first)  # trial 1 kept, not redone
+    (name,) = studies(store)
+    assert len(trial_states(store, name)) == 2
+    finals = Store(store).records(phase="final")
+    assert sorted(r["settings"]["trials"] for r in finals) == [1, 2]  # a final run per trial budget
+
+
+def test_no_trials_means_the_literature_defaults(tmp_path):
+    store = str(tmp_path / "r.db")
+    assert main(["run", "--methods", "lora", "--trials", "0", "--seeds", "1", "--store", store, *TINY]) == 0
+    (record,) = Store(store).records()
+    assert record["phase"] == "final" and record["hparams"] == LoRA.defaults
+    assert record["details"]["selected"] == {"by": "defaults"}
+    assert not studies(store)
+
+
+class PoisonedLoRA(LoRA):
+    """LoRA whose first trial's configuration makes the loss NaN."""
+
+    name = "poisoned"
+
+    def search_space(self, trial):
+        return {"poison": trial.number == 0}
+
+    def apply(self, backbone, size, hparams):
+        model = super().apply(backbone, size, hparams)
+        if hparams.get("poison"):
+            model.register_forward_hook(lambda module, args, out: out * float("nan"))
+        return model
+
+
+def test_a_nan_trial_is_failed_with_its_reason_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    found = registry.methods()
+    monkeypatch.setattr(registry, "methods", lambda: registry.Plugins(
+        {**found.loaded, "poisoned": PoisonedLoRA}, {**found.origin, "poisoned": "tests"}, {}))
+    store = str(tmp_path / "r.db")
+    assert main(["run", "--methods", "poisoned", "--trials", "2", "--seeds", "1", "--store", store, *TINY]) == 1
+    trials = {r["details"]["slot"]: r for r in Store(store).records(phase="tune")}
+    assert trials[0]["status"] == "failed" and "TrainingDiverged" in trials[0]["error"]
+    assert "nan" in trials[0]["error"]
+    assert trials[1]["status"] == "ok"
+    (final,) = Store(store).records(phase="final")
+    assert final["status"] == "ok" and final["hparams"]["poison"] is False
+    (name,) = studies(store)
+    assert trial_states(store, name) == [TrialState.FAIL, TrialState.COMPLETE]
+
+
+def test_best_respects_the_direction_and_skips_unfinished_trials():
+    def trial(slot, value, status="ok"):
+        return {"status": status, "val_metric": value, "details": {"slot": slot}}
+
+    records = [trial(0, 0.5), trial(1, 0.9, "pruned"), trial(2, 0.7), trial(3, 0.7), trial(4, None, "failed")]
+    assert tuning.best(records, higher_is_better=True)["details"]["slot"] == 2  # the earliest of a tie
+    assert tuning.best(records, higher_is_better=False)["details"]["slot"] == 0
+    assert tuning.best([trial(0, None, "failed")], higher_is_better=True) is None
+
+
+def test_a_slot_samples_the_same_configuration_whatever_came_before():
+    study = optuna.create_study()
+    first = tuning.search_space(LoRA(), tuning.ask(study, "s", 3, trials=10))
+    study.ask()  # a trial in between, as a crashed worker leaves behind
+    again = tuning.search_space(LoRA(), tuning.ask(study, "s", 3, trials=10))
+    assert first == again
+    other = tuning.search_space(LoRA(), tuning.ask(study, "s", 4, trials=10))
+    assert other != first
