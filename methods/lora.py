@@ -2,7 +2,7 @@
 
 from peft import LoraConfig
 
-from peftbench.method import PeftMethod, default_targets, linear_shapes
+from peftbench.method import PeftMethod, default_targets, linear_shapes, low_rank_space
 
 
 class LoRA(PeftMethod):
@@ -10,6 +10,9 @@ class LoRA(PeftMethod):
     description = "low-rank updates B A (peft LoraConfig)"
     defaults = {"lr": 1e-3, "weight_decay": 1e-4, "alpha_over_r": 1.0, "dropout": 0.0}
     use_dora = False
+
+    def search_space(self, trial):
+        return low_rank_space(trial)
 
     def count(self, backbone, size):
         shapes = linear_shapes(backbone.module, default_targets(backbone))

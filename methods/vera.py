@@ -15,6 +15,9 @@ class VeRA(PeftMethod):
     def sizes(self, backbone):
         return ({"r": r} for r in range(1, MAX_RANK + 1))
 
+    def search_space(self, trial):
+        return {"dropout": trial.suggest_categorical("dropout", [0.0, 0.1])}
+
     def count(self, backbone, size):
         # lambda_d (r) and lambda_b (d_out) per adapted layer
         shapes = linear_shapes(backbone.module, default_targets(backbone))

@@ -58,11 +58,27 @@ def _settings(settings: dict) -> str:
     scoring = {"loglik": ", answers scored by the log-likelihood of each option's label",
                "text": ", answers scored by the log-likelihood of each option's text",
                "generate": ", answers generated greedily and parsed"}.get(settings.get("eval_mode")) if not size else ""
-    return f"{settings['epochs']} epochs, batch {settings['batch_size']}{size}{caps}{scoring}"
+    tuning = (f"{settings['trials']} Optuna trials on train -> val, then" if settings.get("trials")
+              else "the methods' default hyper-parameters,")
+    seeds = settings.get("seeds", 1)
+    return (f"{tuning} {seeds} seed{'s' if seeds != 1 else ''} on train+val; "
+            f"{settings['epochs']} epochs, batch {settings['batch_size']}{size}{caps}{scoring}")
+
+
+def most_tuned(records: list[dict]) -> list[dict]:
+    """Per cell, the final runs that followed the most trials: a study continued with a larger
+    --trials supersedes its earlier final runs, which stay in the store."""
+    def cell(r):
+        return r["suite"], r["task"], r["method"], r["budget"], r["backbone"], r["data_fraction"]
+
+    most: dict[tuple, int] = defaultdict(int)
+    for r in records:
+        most[cell(r)] = max(most[cell(r)], r["settings"].get("trials", 0))
+    return [r for r in records if r["settings"].get("trials", 0) == most[cell(r)]]
 
 
 def render(store: Store) -> str:
-    records = [r for r in store.records(status="ok") if r["phase"] == "final"]
+    records = most_tuned([r for r in store.records(status="ok") if r["phase"] == "final"])
     out = ["# peftbench leaderboard", ""]
     if not records:
         return "\n".join(out + ["No finished runs in the store yet: run `peftbench run` first.", ""])
@@ -81,9 +97,10 @@ def render(store: Store) -> str:
         out += _table(rows) + [""]
         if any(r["budget_reached"] == 0 for r in rows):
             out += ["† cannot reach the budget: ran at its largest size (see trainable).", ""]
-    failed = [r for r in store.records() if r["status"] != "ok"]
+    failed = store.records(status="failed")
     if failed:
-        out += ["## Failed runs", "", "| suite | task | method | seed | error |", "|---|---|---|---|---|"]
-        out += [f"| {r['suite']} | {r['task']} | {r['method']} | {r['seed']} | {r['error']} |" for r in failed]
+        out += ["## Failed runs", "", "| suite | task | method | phase | seed | error |", "|---|---|---|---|---|---|"]
+        out += [f"| {r['suite']} | {r['task']} | {r['method']} | {r['phase']} | {r['seed']} | {r['error']} |"
+                for r in failed]
         out += [""]
     return "\n".join(out)

@@ -38,7 +38,9 @@ class Method:
         raise NotImplementedError
 
     def search_space(self, trial) -> dict:
-        """Optuna suggestions beyond the shared learning rate and weight decay."""
+        """Optuna suggestions beyond the shared learning rate and weight decay.
+
+        They must leave the trainable-parameter count alone: the budget fixed the size first."""
         return {}
 
     def check(self, backbone: Backbone) -> None:
@@ -69,6 +71,12 @@ def _find_linear_shapes(module: nn.Module, suffixes: Sequence[str]) -> list[tupl
     if not shapes:
         raise UsageError(f"no Linear layer named {', '.join(suffixes)} in this backbone")
     return shapes
+
+
+def low_rank_space(trial) -> dict:
+    """What LoRA-style methods tune besides the step: the update's scale and its dropout."""
+    return {"alpha_over_r": trial.suggest_categorical("alpha_over_r", [0.5, 1.0, 2.0]),
+            "dropout": trial.suggest_categorical("dropout", [0.0, 0.1])}
 
 
 def default_targets(backbone: Backbone) -> list[str]:

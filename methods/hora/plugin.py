@@ -1,7 +1,7 @@
 """HoRA as a peftbench method: the tuner in this package, configured from the backbone's layout."""
 
 from peftbench.errors import UsageError
-from peftbench.method import PeftMethod
+from peftbench.method import PeftMethod, low_rank_space
 
 from . import HoraConfig, hora_parameter_count
 
@@ -12,6 +12,9 @@ class HoRA(PeftMethod):
     # HoRA trains the generator through seeds that start small: it wants a larger step than LoRA.
     defaults = {"lr": 3e-3, "weight_decay": 1e-4, "alpha_over_r": 1.0, "dropout": 0.0,
                 "hidden": 32, "activation": "tanh", "share": "heads", "seeds": "shared", "axis": "rank"}
+
+    def search_space(self, trial):
+        return low_rank_space(trial)  # as LoRA's: the generator's shape is part of the budgeted size
 
     def peft_config(self, backbone, size, hparams) -> HoraConfig:
         layout = backbone.layout
