@@ -316,3 +316,26 @@ def test_half_precision_base(autocast):
     assert {p.dtype for p in model.parameters() if p.requires_grad} == {dtype}
     run(model, inputs).float().mean().backward()
     assert model.merge_and_unload().layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("arch", ["llama", "dinov2", "vit"])
+def test_generator_runs_once_per_forward_and_block(arch):
+    """Separate q/k/v Linears share one generator run per pass; gradients match a run per target."""
+    _, model, inputs = build(arch, init_weights=False)
+    calls = []
+    generators = [g for gens in model.base_model.hora_generators.values() for g in gens.values()]
+    for g in generators:
+        g.g_A.register_forward_hook(lambda *_: calls.append(1))
+    out = run(model, inputs)  # PeftModel.forward: one generation per block
+    assert len(calls) == len(generators)
+    (out ** 2).mean().backward()
+    cached = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    calls.clear()
+    per_target = run(model.base_model.model, inputs)  # bypasses the tuner: one generation per target
+    assert len(calls) == sum(isinstance(m, HoraLayer) for m in model.modules())
+    torch.testing.assert_close(per_target, out)
+    (per_target ** 2).mean().backward()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, cached[name], atol=1e-6, rtol=1e-5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import contextmanager
 from typing import Optional
 
 import torch
@@ -80,6 +81,8 @@ class HoraGenerator(nn.Module):
         if self.shared_seeds:
             self.A_seed = nn.Parameter(_kaiming_(torch.empty(r, in_features)))
             self.B_seed = nn.Parameter(_kaiming_(torch.empty(heads, head_dim, r)))
+        # Codes generated in the current forward pass, by grad mode; None: no pass is open (see generating()).
+        self._codes: dict[bool, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def check(self, name: str, in_features: int, head_dim: int) -> None:
         """Targets of one block must fit the seeds and generator that they share."""
@@ -102,10 +105,32 @@ class HoraGenerator(nn.Module):
         return self.g_B(seed.mT).mT
 
     def shared_codes(self) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
-        """Generated codes of the shared seeds, or None when each target has its own seeds."""
+        """Generated codes of the shared seeds, or None when each target has its own seeds.
+
+        Inside `generating()` they are computed once and reused by every target of the block (separate q, k
+        and v Linears), and autograd backpropagates through that one computation.
+        """
         if not self.shared_seeds:
             return None
-        return self.code_A(self.A_seed), self.code_B(self.B_seed)
+        if self._codes is None:
+            return self.code_A(self.A_seed), self.code_B(self.B_seed)
+        grad = torch.is_grad_enabled()  # a no-grad pass (checkpointing) must not feed a grad-enabled one
+        if grad not in self._codes:
+            self._codes[grad] = self.code_A(self.A_seed), self.code_B(self.B_seed)
+        return self._codes[grad]
+
+    @contextmanager
+    def generating(self):
+        """One forward pass: codes are generated at most once and dropped when it ends (the optimizer will change
+        the seeds before the next)."""
+        outer = self._codes is not None
+        if not outer:
+            self._codes = {}
+        try:
+            yield
+        finally:
+            if not outer:
+                self._codes = None
 
 
 def _group_heads(codes: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -200,7 +225,8 @@ class HoraLayer(BaseTunerLayer):
         """Generate this layer's update as `delta W = scaling * B @ A` with A: (R r, d_in), B: (d_out, R r).
 
         R is the number of adapted roles; B is zero outside each role's rows and rank columns, so rows of
-        non-adapted roles (K of a fused qkv by default) get exactly nothing. Called once per forward, not per token.
+        non-adapted roles (K of a fused qkv by default) get exactly nothing. Called once per forward, not per token;
+        inside `HoraGenerator.generating()` the block's generator runs once for all its targets.
         """
         r = self.r[adapter_name]
         layout = self.hora_layout[adapter_name]
@@ -219,6 +245,8 @@ class HoraLayer(BaseTunerLayer):
                 a = self.hora_proj_A[adapter_name][role] @ a
                 b = b @ self.hora_proj_B[adapter_name][role].T
             A_parts.append(a)
+            if len(layout) == 1 and (start, stop) == (0, self.out_features):
+                return a, b.flatten(0, 1)  # a separate q, k or v Linear: its heads stacked are the whole B
             if B is None:
                 B = a.new_zeros(self.out_features, r * len(layout))
             B[start:stop, i * r : (i + 1) * r] = b.flatten(0, 1)  # heads stacked in head order

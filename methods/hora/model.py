@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack, contextmanager
+
 import torch
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from torch import nn
@@ -79,6 +81,20 @@ class HoraModel(BaseTuner):
             for p in self.hora_generators[adapter_name].parameters():
                 if p.dtype in (torch.float16, torch.bfloat16):
                     p.data = p.data.float()
+
+    @contextmanager
+    def _enable_peft_forward_hooks(self, *args, **kwargs):
+        # PeftModel opens this around every forward and generate call: each block's generator then runs once per
+        # pass, not once per target, and the forward and backward passes share its output.
+        with ExitStack() as stack:
+            for generators in self.hora_generators.values():
+                for generator in generators.values():
+                    stack.enter_context(generator.generating())
+            yield
+
+    def forward(self, *args, **kwargs):
+        with self._enable_peft_forward_hooks():
+            return super().forward(*args, **kwargs)
 
     def set_adapter(self, adapter_name, inference_mode: bool = False) -> None:
         super().set_adapter(adapter_name, inference_mode=inference_mode)
