@@ -16,11 +16,29 @@ TEXTURES = ("brick", "grass", "gravel")
 PATCH = 24
 
 
-def load_digits_task(image_size, mean, std, data_root=None):
-    from sklearn.datasets import load_digits
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as (images [N, 8, 8] in 0..16, labels), read from the file it ships.
 
-    digits = load_digits()
-    return array_splits(digits.images / 16.0, digits.target, image_size, mean, std)
+    Importing scikit-learn takes seconds, more than the rest of loading this task together; its
+    ``load_digits`` reads the same CSV, so that is the fallback if the file ever moves.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    path = Path(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz") if spec else None
+    if path is None or not path.is_file():
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return digits.images, digits.target
+    data = np.loadtxt(path, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
+
+
+def load_digits_task(image_size, mean, std, data_root=None):
+    images, labels = digits_arrays()
+    return array_splits(images / 16.0, labels, image_size, mean, std)
 
 
 def texture_patches(patch: int = PATCH) -> tuple[np.ndarray, np.ndarray]:
