@@ -1,0 +1,147 @@
+"""The speed and memory benchmark on tiny random backbones: structure, ratios, references, merging.
+
+No timing assertions: timings on a shared machine are what the benchmark reports, not what a test
+can hold it to.
+"""
+
+import argparse
+import copy
+import json
+import statistics
+
+import pytest
+import torch
+
+from peftbench import bench
+from peftbench.backbones import load_backbone
+from peftbench.errors import UsageError
+from peftbench.runner import resolve_methods
+
+torch.set_num_threads(1)
+
+MERGEABLE = ["lora", "dora", "vera", "hora", "linear"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def bench_args(*argv):
+    parser = _Parser(prog="peftbench")
+    bench.add_parser(parser.add_subparsers(dest="command", parser_class=_Parser))
+    return parser.parse_args(["bench", *argv])
+
+
+@pytest.fixture(scope="module")
+def vit_result(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "out" / "bench.json"
+    args = bench_args("--backbone", "tiny-vit", "--image-size", "32", "--batch-size", "4", "--steps", "3",
+                      "--warmup", "1", "--methods", "lora,hora,vera,adapter", "--no-run-overhead", "--json", str(path))
+    assert bench.cmd_bench(args) == 0
+    return json.loads(path.read_text())
+
+
+def test_json_has_every_contender_and_the_targets(vit_result):
+    rows = {row["label"]: row for row in vit_result["rows"]}
+    assert list(rows)[:2] == ["floor", "linear"]
+    assert {"lora r=8", "vera r=960", "adapter r=7"} <= set(rows)
+    hora = [label for label in rows if label.startswith("hora")]
+    assert "hora r=8" in hora  # at LoRA's rank too, since the budget gives HoRA another one
+    assert vit_result["settings"]["budget_params"] == rows["lora r=8"]["trainable_params"]
+    assert rows["floor"]["trainable_params"] == rows["linear"]["trainable_params"] == 0  # head excluded
+    for row in rows.values():
+        assert len(row["train_step_times"]) == 3
+        assert row["peak_memory_mb"] > 0
+    assert rows["floor"]["peak_memory_mb"] > rows["linear"]["peak_memory_mb"]  # activations kept for backward
+    assert rows["adapter r=7"]["infer_merged_times"] is None  # cannot merge
+    assert rows["lora r=8"]["merged_max_abs_diff"] < 1e-4
+    names = [t["name"] for t in vit_result["targets"]]
+    assert names[:2] == ["hora r=8 / lora r=8 train step", "lora r=8 / floor train step"]
+    assert "lora r=8 merged / base inference" in names
+    assert not any("adapter" in name for name in names)
+    assert vit_result["run_overhead"] is None
+
+
+def test_ratios_are_paired_medians_of_the_measured_times(vit_result):
+    rows = {row["label"]: row for row in vit_result["rows"]}
+    lora, floor = rows["lora r=8"], rows["floor"]
+    assert lora["step_vs_lora"] == 1.0
+    for row in rows.values():
+        assert row["train_step_s"] == statistics.median(row["train_step_times"])
+        expected = statistics.median(t / f for t, f in zip(row["train_step_times"], floor["train_step_times"]))
+        assert row["step_vs_floor"] == pytest.approx(expected)
+        assert row["memory_vs_lora"] == pytest.approx(row["peak_memory_mb"] / lora["peak_memory_mb"])
+    vera = rows["vera r=960"]
+    expected = statistics.median(m / b for m, b in zip(vera["infer_merged_times"], vera["infer_base_times"]))
+    assert vera["merged_vs_base"] == pytest.approx(expected)
+    for target in vit_result["targets"]:
+        assert target["met"] == (target["value"] <= target["limit"])
+
+
+@pytest.mark.parametrize("name", ["tiny-vit", "tiny-llama"])
+def test_floor_backpropagates_to_the_first_block_without_weight_gradients(name):
+    backbone = load_backbone(name, 32)
+    workload = (bench.image_workload(backbone, 2) if backbone.modality == "image"
+                else bench.text_workload(backbone, 2, 8))
+    model, hook = bench.floor_model(backbone, workload)
+    contender = bench.Contender("floor", "reference", model, hook=hook)
+    bench.train_step(contender, workload, workload.batches[0], torch.device("cpu"))
+    encoder = model.encoder if backbone.modality == "image" else model
+    assert all(p.grad is None for p in encoder.parameters())
+    assert hook.inputs is not None and hook.inputs.grad is not None and hook.inputs.grad.abs().sum() > 0
+    assert contender.trainable_params == 0
+
+
+@pytest.mark.parametrize("name", ["tiny-vit", "tiny-llama"])
+@pytest.mark.parametrize("method_name", MERGEABLE)
+def test_merged_copy_computes_what_the_adapted_model_does(name, method_name):
+    backbone = load_backbone(name, 32)
+    method = resolve_methods(method_name)[method_name]
+    assert method.mergeable
+    size = {"r": 4} if method.knobs else {}
+    torch.manual_seed(0)
+    adapted = method.apply(copy.deepcopy(backbone), size, dict(method.defaults))
+    with torch.no_grad():  # move away from the identity start, so the merge has something to add
+        for p in adapted.parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn_like(p))
+    workload = (bench.image_workload(backbone, 2) if backbone.modality == "image"
+                else bench.text_workload(backbone, 2, 8))
+    model = workload.wrap(adapted).eval()
+    merged = bench.merged_copy(model)
+    assert not any("lora_" in n or "hora_" in n or "vera_" in n for n, _ in merged.named_parameters())
+    with torch.no_grad():
+        batch = workload.batches[0]
+        expected, got = workload.infer(model, batch), workload.infer(merged, batch)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    if method_name != "linear":  # the original keeps its adapters
+        assert any(p.requires_grad for p in model.parameters() if p.ndim)
+        assert len(list(model.parameters())) > len(list(merged.parameters()))
+
+
+def test_harness_overhead_run(tmp_path):
+    result = bench.run_bench("tiny-vit", methods="lora", image_size=32, batch_size=8, steps=1, warmup=0,
+                             run_options="--epochs 1 --max-train-examples 16 --max-eval-examples 16",
+                             log=lambda _: None)
+    o = result["run_overhead"]
+    assert o["task"] == "quick/digits" and o["train_steps"] == 2
+    assert o["wall_s"] > 0 and o["compute_s"] > 0
+    assert o["wall_vs_compute"] == pytest.approx(o["wall_s"] / o["compute_s"])
+    assert o["overhead"] == pytest.approx(1 - o["compute_s"] / o["wall_s"])
+    assert result["targets"][-1]["name"] == "harness share of run wall time"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--methods", "lora,nosuch"], "unknown method 'nosuch'"),
+    (["--methods", "lora:r=x"], "cannot parse method size"),
+    (["--methods", "hora:k=3"], "hora takes r"),
+    (["--budget", "lots"], "cannot parse budget"),
+    (["--steps", "0"], "--steps must be positive"),
+    (["--backbone", "nosuch"], "unknown backbone 'nosuch'"),
+    (["--image-size", "0"], "--image-size must be positive"),
+    (["--steps", "two"], "invalid int value"),
+])
+def test_bad_input_is_a_usage_error(argv, message):
+    with pytest.raises(UsageError, match=message):
+        bench.cmd_bench(bench_args("--backbone", "tiny-vit", "--image-size", "32", "--no-run-overhead", *argv))
