@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import OutOfMemory, UsageError
 
 DEFAULT_OUT = "runs"
 
@@ -27,6 +27,12 @@ def _positive(kind, zero: bool = False):
             raise argparse.ArgumentTypeError(f"'{text}' must be {'zero or more' if zero else 'positive'}")
         return value
     return parse
+
+
+def _fractions(text):
+    from .fractions import parse_fractions
+
+    return parse_fractions(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--eval-mode", choices=["loglik", "text", "generate"],
                      help="language tasks: log-likelihood of each option's label (default) or of its text, "
                           "or generate and parse")
+    run.add_argument("--fractions", type=_fractions, default=(1.0,),
+                     help="train on these fractions of each training split (nested, class-stratified), e.g. "
+                          "0.05,0.1,0.3,1.0, for sample-efficiency curves (default 1.0)")
     run.add_argument("--data-root", help="folder holding the suite's data")
     run.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT}/)")
     run.add_argument("--store", help="results store: a SQLAlchemy URL or a file (default OUT/results.db)")
@@ -105,13 +114,15 @@ def _metric(record: dict, field: str) -> str:
 
 
 def _results_table(records: list[dict]) -> str:
-    header = ("task", "method", "phase", "trainable", "val", "test", "train/s", "eval/s", "status")
+    shares = any(r["data_fraction"] < 1 for r in records)  # a fraction column only for curves
+    header = ("task", "method", *(["fraction"] if shares else []), "phase", "trainable", "val", "test",
+              "train/s", "eval/s", "status")
     rows = [header]
     for r in records:
         ok = r["status"] == "ok"
         which = f"trial {r['details']['slot'] + 1}" if r["phase"] == "tune" and "slot" in r["details"] else f"seed {r['seed']}"
         rows.append((
-            f"{r['suite']}/{r['task']}", r["method"], which,
+            f"{r['suite']}/{r['task']}", r["method"], *([f"{r['data_fraction']:g}"] if shares else []), which,
             f"{r['trainable_params']:,}" if ok else "-",
             _metric(r, "val_metric"), _metric(r, "test_metric"),
             f"{r['train_samples_per_s']:.0f}" if ok else "-",
@@ -130,7 +141,7 @@ def cmd_run(args) -> int:
         backbone=args.backbone, budget=args.budget, seeds=args.seeds, trials=args.trials, epochs=args.epochs,
         batch_size=args.batch_size, image_size=args.image_size, data_root=args.data_root,
         max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
-        eval_mode=args.eval_mode,
+        eval_mode=args.eval_mode, fractions=args.fractions,
         resume=args.resume, progress=not args.no_progress,
     )
     sweep = Sweep(args.methods, args.tasks, options)
@@ -193,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"peftbench: error: {exc}", file=sys.stderr)
         return 2
+    except OutOfMemory as exc:
+        print(f"peftbench: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\npeftbench: interrupted; finished runs are in the store, rerun with --resume to continue",
               file=sys.stderr)

@@ -27,7 +27,8 @@ from .backbones import Backbone, check_backbone_name, load_backbone
 from .budget import Budget, Sizing, budget_params, parse_budget, solve
 from .claims import Claims, Outcome
 from .envinfo import environment
-from .errors import UsageError
+from .errors import OutOfMemory, UsageError
+from .fractions import nested_subset
 from .kinds import KINDS
 from .method import Method
 from .store import Store
@@ -60,16 +61,22 @@ class RunOptions:
     max_eval_examples: int | None = None
     eval_mode: str | None = None
     data_root: str | None = None
+    fractions: tuple[float, ...] = (1.0,)
     resume: bool = False
     progress: bool = True
 
 
-def resolve_methods(spec: str) -> dict[str, Method]:
+def resolve_methods(spec: str, allow_broken: bool = False) -> dict[str, Method]:
+    """The named methods; a plugin that failed to load is bad input unless ``allow_broken``,
+    where it stands in as a method whose every run fails with the reason."""
     found = registry.methods()
     chosen = {}
     for name in filter(None, (part.strip() for part in spec.split(","))):
         if name in found.broken:
-            raise UsageError(f"method plugin '{name}' failed to load: {found.broken[name]}")
+            if not allow_broken:
+                raise UsageError(f"method plugin '{name}' failed to load: {found.broken[name]}")
+            chosen[name] = BrokenMethod(name, found.broken[name])
+            continue
         if name not in found.loaded:
             raise UsageError(f"unknown method '{name}' (available: {', '.join(sorted(found.loaded))})")
         chosen[name] = found.loaded[name]()
@@ -96,6 +103,7 @@ class Cell:
 
     @property
     def study(self) -> str:
+        """The Optuna study's name; a fraction of the data is a comparison of its own."""
         return tuning.study_name(self.task.id, self.method.name, self.budget, self.backbone.name,
                                  self.fraction, self.settings)
 
@@ -124,8 +132,10 @@ class Unit:
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
 
     def __str__(self) -> str:
-        which = f"trial {self.index + 1}/{self.cell.settings['trials']}" if self.phase == "tune" else f"seed {self.index}"
-        return f"{self.cell.task.id} {self.cell.method.name} {which}"
+        trials = self.cell.settings["trials"]
+        which = f"trial {self.index + 1}/{trials}" if self.phase == "tune" else f"seed {self.index}"
+        share = f" at {self.cell.fraction:g} of train" if self.cell.fraction < 1 else ""
+        return f"{self.cell.task.id} {self.cell.method.name}{share} {which}"
 
 
 class Sweep:
@@ -133,7 +143,7 @@ class Sweep:
 
     def __init__(self, methods: str, tasks: str, options: RunOptions):
         """Validate every choice up front, so bad input fails before any work or write."""
-        self.methods = resolve_methods(methods)
+        self.methods = resolve_methods(methods, allow_broken=True)
         self.tasks = resolve_tasks(tasks, suites())
         self.budget: Budget = parse_budget(options.budget)
         self.reference = resolve_methods(self.budget.method) if self.budget.method else {}
@@ -143,10 +153,24 @@ class Sweep:
             if task.needs_data_root and options.data_root is None:  # say so before loading any model
                 raise UsageError(f"{task.id} needs --data-root DIR holding the {suite.name} data "
                                  f"(the layouts are in README.md, 'Task suites')")
+        self.check_flags()
+        for method in self.methods.values():
+            if isinstance(method, BrokenMethod):
+                print(f"peftbench: warning: method plugin '{method.name}' failed to load ({method.reason}); "
+                      f"its runs are recorded as failed", file=sys.stderr)
         self.env = environment()
         self._backbones: dict[tuple, Backbone] = {}
         self._studies: dict[str, optuna.Study] = {}
         self.splits: dict[str, Splits] = {}
+
+    def check_flags(self) -> None:
+        """Options that only one modality reads are an error when no task of it is asked for."""
+        modalities = {task.modality for _, task in self.tasks}
+        for option, modality in (("eval_mode", "text"), ("image_size", "image")):
+            if getattr(self.options, option) is not None and modality not in modalities:
+                flag = "--" + option.replace("_", "-")
+                raise UsageError(f"{flag} applies to {modality} tasks only, and {self.tasks[0][1].id} is "
+                                 f"{'an image' if modality == 'text' else 'a text'} task")
 
     def settings(self, suite: Suite) -> dict:
         """The suite's recipe with the command line's overrides, which are listed too."""
@@ -174,7 +198,9 @@ class Sweep:
             target = budget_params(self.budget, backbone, self.reference)
             for method in self.methods.values():
                 method.check(backbone)
-                cells.append(Cell(task, method, backbone, solve(method, backbone, target), settings, self.budget.text))
+                sizing = solve(method, backbone, target)
+                cells += [Cell(task, method, backbone, sizing, settings, self.budget.text, fraction)
+                          for fraction in self.options.fractions]
         return cells
 
     def run(self, store: Store, cells: list[Cell] | None = None) -> list[dict]:
@@ -259,7 +285,8 @@ class Sweep:
     def tune(self, unit: Unit, trial: optuna.Trial) -> dict:
         cell, splits = unit.cell, self.splits[unit.cell.task.id]
         hparams = tuning.search_space(cell.method, trial)
-        record = self.train_run(cell, "tune", TUNE_SEED, hparams, splits.train, val=splits.val, trial=trial)
+        train = nested_subset(splits.train, cell.fraction)
+        record = self.train_run(cell, "tune", TUNE_SEED, hparams, train, val=splits.val, trial=trial)
         record["details"].update(study=cell.study, slot=unit.index, trial=trial.number)
         return record
 
@@ -277,7 +304,8 @@ class Sweep:
             hparams = chosen["hparams"]
             selected = {"by": "val", "study": cell.study, "slot": chosen["details"]["slot"],
                         "val_metric": chosen["val_metric"]}
-        record = self.train_run(cell, "final", unit.index, hparams, splits.trainval, test=splits.test)
+        trainval = nested_subset(splits.trainval, cell.fraction)
+        record = self.train_run(cell, "final", unit.index, hparams, trainval, test=splits.test)
         record["details"]["selected"] = selected
         return record
 
@@ -341,12 +369,40 @@ class Sweep:
         except optuna.TrialPruned as exc:
             record.update(status="pruned", error=str(exc))
         except Exception as exc:  # recorded, and the sweep goes on
+            if out_of_memory(exc):  # not the method's fault: stop, record nothing, say how to go on
+                raise OutOfMemory(f"out of memory in {task.id} {cell.method.name} {phase} (batch size "
+                                  f"{settings['batch_size']}); finished runs are stored: free memory and rerun "
+                                  f"with --resume, or start a new sweep with a smaller --batch-size") from exc
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0],
                           env={**self.env, "traceback": traceback.format_exc(limit=8)})
         if curve:
             record.update(val_metric=curve[-1].metric)
             record["details"]["val_curve"] = [score.metric for score in curve]
         return record
+
+
+class BrokenMethod(Method):
+    """Stands in for a method plugin that failed to load: each of its runs fails with the reason."""
+
+    knobs = ()
+
+    def __init__(self, name: str, reason: str):
+        self.name, self.reason, self.description = name, reason, f"BROKEN: {reason}"
+
+    def sizes(self, backbone):
+        return [{}]
+
+    def count(self, backbone, size):
+        return 0
+
+    def apply(self, backbone, size, hparams):
+        raise RuntimeError(f"method plugin '{self.name}' failed to load: {self.reason}")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    text = str(exc)
+    return (isinstance(exc, (MemoryError, torch.OutOfMemoryError))
+            or "out of memory" in text or "can't allocate memory" in text)
 
 
 def first_n(data, n: int):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from sqlalchemy import (JSON, Column, Float, Integer, MetaData, String, Table, Text, create_engine,
                         delete, event, insert, inspect, select, text)
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from .errors import UsageError
 
@@ -92,6 +93,18 @@ def retrying(work, attempts: int = 4, pause: float = 0.5):
             time.sleep(pause * (attempt + 1))
 
 
+def _sqlite_file(url: str) -> str | None:
+    """The file of a plain SQLite URL; None for other databases, memory and ``file:`` URIs."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return database
+
+
 def _sqlite_pragmas(dbapi_connection, _record):
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer of a sweep
@@ -102,8 +115,9 @@ def _sqlite_pragmas(dbapi_connection, _record):
 class Store:
     def __init__(self, location: str, create: bool = True):
         self.url = store_url(location)
-        if self.url.startswith("sqlite:///"):
-            path = Path(self.url.removeprefix("sqlite:///"))
+        database = _sqlite_file(self.url)
+        if database is not None:
+            path = Path(database)
             if not create and not path.exists():
                 raise UsageError(f"no results store at {path} (run 'peftbench run' first, or pass --store)")
             if create:
@@ -116,6 +130,8 @@ class Store:
             if self.engine.dialect.name == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             retrying(lambda: self._prepare(location))
+            if create:
+                self._check_writable()
         except (SQLAlchemyError, ModuleNotFoundError) as exc:
             reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
             raise UsageError(f"cannot open the results store {location}: {reason}") from exc
@@ -136,6 +152,19 @@ class Store:
                 conn.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
             elif int(version) < SCHEMA_VERSION:
                 conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+
+    def _check_writable(self) -> None:
+        """Fail now, not after the first run, on a store that cannot take a record; the probe
+        write is rolled back."""
+        with self.engine.connect() as conn:
+            probe = conn.begin()
+            try:
+                conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=meta.c.value))
+            except OperationalError as exc:
+                raise UsageError(f"the results store {self.url} is read-only: "
+                                 f"{str(exc.orig).splitlines()[0]}") from exc
+            finally:
+                probe.rollback()
 
     def add(self, record: dict, release: str | None = None) -> None:
         """Write one run in a single transaction: it is either stored whole or not at all.

@@ -94,9 +94,18 @@ def test_a_third_party_method_runs_like_a_built_in(installed_plugin, tmp_path):
     assert counts["qlora-only"] == counts["lora"] > 0  # equal budgets: r=16 on q alone = r=8 on q and v
 
 
-def test_asking_for_a_broken_plugin_names_it(installed_plugin, capsys):
-    assert main(["run", "--methods", "broken", "--tasks", "quick"]) == 2
-    assert "broken" in capsys.readouterr().err
+def test_a_broken_plugin_is_reported_by_name_and_its_runs_fail_while_the_others_run(installed_plugin, tmp_path,
+                                                                                   capsys):
+    store = str(tmp_path / "r.db")
+    argv = ["run", "--methods", "broken,linear", "--tasks", "quick/digits", "--store", store,
+            "--backbone", "tiny-dinov2", "--image-size", "28", "--epochs", "1", "--trials", "0", "--seeds", "1",
+            "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "method plugin 'broken' failed to load" in err and "thirdparty_missing_module" in err
+    records = {r["method"]: r for r in Store(store).records()}
+    assert records["linear"]["status"] == "ok"
+    assert records["broken"]["status"] == "failed" and "thirdparty_missing_module" in records["broken"]["error"]
 
 
 def test_failing_methods_are_recorded_with_the_reason_and_the_sweep_goes_on(installed_plugin, tmp_path):
