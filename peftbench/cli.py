@@ -135,18 +135,20 @@ def _results_table(records: list[dict]) -> str:
 
 def cmd_run(args) -> int:
     from .runner import RunOptions, Sweep
-    from .store import Store
+    from .store import Store, beside
 
+    location = args.store or str(Path(args.out) / "results.db")
     options = RunOptions(
         backbone=args.backbone, budget=args.budget, seeds=args.seeds, trials=args.trials, epochs=args.epochs,
         batch_size=args.batch_size, image_size=args.image_size, data_root=args.data_root,
         max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
         eval_mode=args.eval_mode, fractions=args.fractions,
+        adapters_dir=str(beside(location, args.out) / "adapters"),
         resume=args.resume, progress=not args.no_progress,
     )
     sweep = Sweep(args.methods, args.tasks, options)
     planned = sweep.plan()  # bad input fails here, before the store is opened
-    store = Store(args.store or str(Path(args.out) / "results.db"))
+    store = Store(location)
     records = sweep.run(store, planned)
     print(_results_table(records) if records else "nothing to run: every run is already in the store")
     print(f"\n{len(records)} run(s) recorded in {store.url}")

@@ -16,6 +16,7 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import optuna
 import torch
@@ -23,6 +24,7 @@ from optuna.trial import TrialState
 from torch.utils.data import Subset
 
 from . import registry, tuning
+from .artifacts import save_trained
 from .backbones import Backbone, check_backbone_name, load_backbone
 from .budget import Budget, Sizing, budget_params, parse_budget, solve
 from .claims import Claims, Outcome
@@ -62,6 +64,7 @@ class RunOptions:
     eval_mode: str | None = None
     data_root: str | None = None
     fractions: tuple[float, ...] = (1.0,)
+    adapters_dir: str | None = None  # where final runs save their trained tensors
     resume: bool = False
     progress: bool = True
 
@@ -364,6 +367,11 @@ class Sweep:
                 record.update(eval_samples_per_s=scored.samples_per_s, details=dict(scored.details))
             if test is not None:
                 record["test_metric"] = scored.metric
+            if phase == "final" and self.options.adapters_dir:
+                record["details"]["trained_tensors"] = save_trained(
+                    model, Path(self.options.adapters_dir) / f"{record['run_id']}.safetensors",
+                    {"task": task.id, "method": cell.method.name, "backbone": backbone.name, "seed": seed,
+                     "size": json.dumps(cell.sizing.size), "hparams": json.dumps(hparams)})
         except (UsageError, KeyboardInterrupt):
             raise
         except optuna.TrialPruned as exc:

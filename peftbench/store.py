@@ -81,13 +81,17 @@ def store_url(location: str) -> str:
     return f"sqlite:///{Path(location).expanduser().resolve()}"
 
 
-def retrying(work, attempts: int = 4, pause: float = 0.5):
-    """Run ``work``, again after a pause if the database was busy or another process was
-    creating the same tables at the same moment (SQLite creates tables outside transactions)."""
+#: what another process can cause for a moment: a busy database, or the same tables being
+#: created at the same time (SQLite creates tables outside transactions)
+TRANSIENT = (OperationalError, IntegrityError, ProgrammingError)
+
+
+def retrying(work, attempts: int = 4, pause: float = 0.5, transient=TRANSIENT):
+    """Run ``work``, again after a pause while it fails with a ``transient`` error."""
     for attempt in range(attempts):
         try:
             return work()
-        except (OperationalError, IntegrityError, ProgrammingError):
+        except transient:
             if attempt == attempts - 1:
                 raise
             time.sleep(pause * (attempt + 1))
@@ -103,6 +107,12 @@ def _sqlite_file(url: str) -> str | None:
     if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
         return None
     return database
+
+
+def beside(location: str, out: str) -> Path:
+    """The folder for a sweep's files: beside a SQLite store, else the output folder."""
+    database = _sqlite_file(store_url(location))
+    return Path(database).parent if database is not None else Path(out)
 
 
 def _sqlite_pragmas(dbapi_connection, _record):
@@ -175,10 +185,14 @@ class Store:
         row = {key: record.get(key) for key in FIELDS}
         row["created_at"] = row["created_at"] or datetime.now(timezone.utc).isoformat(timespec="seconds")
         json.dumps(row)  # a value that cannot be stored fails here, before the transaction
-        with self.engine.begin() as conn:
-            conn.execute(insert(runs).values(**row))
-            if release is not None:
-                conn.execute(delete(claims).where(claims.c.key == row["spec_key"], claims.c.owner == release))
+
+        def write():
+            with self.engine.begin() as conn:
+                conn.execute(insert(runs).values(**row))
+                if release is not None:
+                    conn.execute(delete(claims).where(claims.c.key == row["spec_key"], claims.c.owner == release))
+        # past SQLite's busy timeout another writer still holds the lock: the whole transaction again
+        retrying(write, transient=(OperationalError,))
 
     def records(self, **where) -> list[dict]:
         query = select(runs).order_by(runs.c.created_at, runs.c.run_id)

@@ -24,11 +24,11 @@ def count(path, table):
 
 
 def outcome(path) -> dict:
-    """What a sweep found, without what differs between processes: ids, times, speeds, workers
-    and Optuna's trial numbers (a killed trial takes one)."""
+    """What a sweep found, without what differs between processes: ids, times, speeds, workers,
+    file names and Optuna's trial numbers (a killed trial takes one)."""
     found = {}
     for r in Store(path).records():
-        details = {k: v for k, v in r["details"].items() if k != "trial"}
+        details = {k: v for k, v in r["details"].items() if k not in ("trial", "trained_tensors")}
         found[r["spec_key"]] = (r["phase"], r["method"], r["seed"], r["status"], r["hparams"], r["val_metric"],
                                 r["test_metric"], r["trainable_params"], json.dumps(details, sort_keys=True))
     return found

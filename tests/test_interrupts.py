@@ -1,0 +1,67 @@
+"""Out of memory and Ctrl-C: the sweep stops, the store stays consistent, and it says how to go on."""
+
+import signal
+import sqlite3
+import time
+
+import torch
+
+from peftbench import registry
+from peftbench.cli import main
+from peftbench.methods.linear import Linear
+from peftbench.store import Store
+
+SWEEP = ["--tasks", "quick/digits", "--backbone", "tiny-dinov2", "--image-size", "28", "--epochs", "1",
+         "--trials", "0", "--seeds", "3", "--no-progress"]
+
+
+class Greedy(Linear):
+    """The linear probe, but its second run asks for more memory than there is."""
+
+    name = "greedy"
+    calls = 0
+
+    def apply(self, backbone, size, hparams):
+        Greedy.calls += 1
+        if Greedy.calls == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+        return super().apply(backbone, size, hparams)
+
+
+def claims(path):
+    with sqlite3.connect(path) as conn:
+        return conn.execute("select count(*) from claims").fetchone()[0]
+
+
+def test_out_of_memory_stops_the_sweep_records_nothing_half_done_and_says_how_to_resume(tmp_path, monkeypatch,
+                                                                                         capsys):
+    found = registry.methods()
+    monkeypatch.setattr(registry, "methods", lambda: registry.Plugins(
+        {**found.loaded, "greedy": Greedy}, {**found.origin, "greedy": "tests"}, {}))
+    store = str(tmp_path / "r.db")
+    assert main(["run", "--methods", "greedy", "--store", store, *SWEEP]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "out of memory" in err and "--resume" in err and "batch size 32" in err
+    assert [r["seed"] for r in Store(store).records()] == [0]  # the run before; the failed one is not a result
+    assert claims(store) == 0
+    assert main(["run", "--methods", "greedy", "--store", store, "--resume", *SWEEP]) == 0
+    assert sorted(r["seed"] for r in Store(store).records()) == [0, 1, 2]
+
+
+def test_ctrl_c_leaves_the_store_consistent_and_says_how_to_resume(tmp_path, start_cli):
+    store = str(tmp_path / "r.db")
+    sweep = start_cli("run", "--methods", "lora", "--store", store, *SWEEP)
+    deadline = time.time() + 300
+    while not (Store(store).records() if (tmp_path / "r.db").exists() else []):
+        assert sweep.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    sweep.send_signal(signal.SIGINT)
+    out, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130
+    assert "--resume" in err and "Traceback" not in err
+    done = len(Store(store).records())
+    assert 1 <= done < 3 and claims(store) == 0  # the interrupted run gave its claim back
+    resumed = start_cli("run", "--methods", "lora", "--store", store, "--resume", *SWEEP)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert sorted(r["seed"] for r in Store(store).records()) == [0, 1, 2]
