@@ -147,7 +147,7 @@ class Sweep:
     def __init__(self, methods: str, tasks: str, options: RunOptions):
         """Validate every choice up front, so bad input fails before any work or write."""
         self.methods = resolve_methods(methods, allow_broken=True)
-        self.tasks = resolve_tasks(tasks, suites())
+        self.tasks = resolve_tasks(tasks, suites(), registry.tasks().broken)
         self.budget: Budget = parse_budget(options.budget)
         self.reference = resolve_methods(self.budget.method) if self.budget.method else {}
         self.options = options

@@ -51,8 +51,9 @@ class Suite:
     recipe: dict = field(default_factory=dict)
 
 
-def resolve_tasks(spec: str, suites: dict[str, Suite]) -> list[tuple[Suite, Task]]:
-    """Turn ``quick,vtab/dtd`` into (suite, task) pairs; unknown names are a UsageError."""
+def resolve_tasks(spec: str, suites: dict[str, Suite], broken: dict[str, str] | None = None) -> list[tuple[Suite, Task]]:
+    """Turn ``quick,vtab/dtd`` into (suite, task) pairs; unknown names, and suites whose plugin
+    failed to load (``broken``: name -> reason), are a UsageError."""
     chosen: list[tuple[Suite, Task]] = []
     for item in filter(None, (part.strip() for part in spec.split(","))):
         suite_name, _, task_name = item.partition("/")
@@ -60,6 +61,8 @@ def resolve_tasks(spec: str, suites: dict[str, Suite]) -> list[tuple[Suite, Task
         if suite_name not in suites and "-" in suite_name and not task_name:  # a group: vtab-natural
             suite_name, _, group = suite_name.rpartition("-")
         suite = suites.get(suite_name)
+        if suite is None and suite_name in (broken or {}):
+            raise UsageError(f"task plugin '{suite_name}' failed to load: {broken[suite_name]}")
         if suite is None:
             raise UsageError(f"unknown task suite '{item}' (available: {', '.join(sorted(suites)) or 'none'})")
         tasks = [t for t in suite.tasks

@@ -66,6 +66,9 @@ def installed_plugin(tmp_path, monkeypatch):
         diverging = thirdparty_peft:Diverging
         exploding = thirdparty_peft:Exploding
         broken = thirdparty_missing_module:Nothing
+
+        [peftbench.tasks]
+        brokensuite = thirdparty_missing_module:SUITE
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
@@ -106,6 +109,12 @@ def test_a_broken_plugin_is_reported_by_name_and_its_runs_fail_while_the_others_
     records = {r["method"]: r for r in Store(store).records()}
     assert records["linear"]["status"] == "ok"
     assert records["broken"]["status"] == "failed" and "thirdparty_missing_module" in records["broken"]["error"]
+
+
+def test_asking_for_a_broken_task_plugin_names_it(installed_plugin, capsys):
+    assert main(["run", "--methods", "linear", "--tasks", "brokensuite"]) == 2
+    err = capsys.readouterr().err
+    assert "task plugin 'brokensuite' failed to load" in err and "thirdparty_missing_module" in err
 
 
 def test_failing_methods_are_recorded_with_the_reason_and_the_sweep_goes_on(installed_plugin, tmp_path):
