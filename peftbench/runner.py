@@ -245,13 +245,12 @@ class Sweep:
 
     def execute(self, unit: Unit, store: Store, claims: Claims, abandoned_trial: int | None) -> dict:
         """Run one claimed unit and store its record, which releases the claim."""
-        study = self.study(unit.cell, store) if unit.phase == "tune" else None
-        if study is not None:
-            tuning.fail_abandoned(study, abandoned_trial)
-        trial = None
+        study = trial = None
         try:
             with claims.heartbeat(unit.key):
-                if study is not None:
+                if unit.phase == "tune":
+                    study = self.study(unit.cell, store)
+                    tuning.fail_abandoned(study, abandoned_trial)
                     trial = tuning.ask(study, unit.cell.study, unit.index, unit.cell.settings["trials"])
                     claims.note_trial(unit.key, trial.number)
                     record = self.tune(unit, trial)
