@@ -160,7 +160,7 @@ def cmd_leaderboard(args) -> int:
     from .store import Store
 
     store = Store(args.store or str(Path(DEFAULT_OUT) / "results.db"), create=False)
-    text = render(store)
+    text = render(store, Path(args.output))
     out = Path(args.output)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

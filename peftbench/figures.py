@@ -4,6 +4,7 @@ state shared with a caller."""
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,11 @@ def pareto_front(points: list[Point], lower_is_better: bool) -> list[Point]:
     return front
 
 
+def _wrapped(title: str, figure: Figure) -> str:
+    """A title broken into lines that fit the figure (about 11 characters per inch)."""
+    return textwrap.fill(title, width=int(figure.get_figwidth() * 11))
+
+
 def pareto(points: list[Point], axis: Axis, title: str, path: Path) -> None:
     """Mean metric over tasks against trainable parameters (log x); methods training no backbone
     parameter (a log axis has no zero) are drawn as horizontal lines."""
@@ -74,7 +80,7 @@ def pareto(points: list[Point], axis: Axis, title: str, path: Path) -> None:
         ax.set_yscale("log")
     ax.set_xlabel("trainable parameters (head excluded, log scale)")
     ax.set_ylabel(axis.label)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_wrapped(title, figure), fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
     _save(figure, path)
@@ -116,5 +122,5 @@ def fractions(panels: dict[str, dict[str, list[Point]]], axis: Axis, title: str,
             top.xaxis.set_major_formatter(FuncFormatter(lambda k, _: f"{k:,.0f}"))
             top.xaxis.set_minor_locator(NullLocator())
             top.set_xlabel("training examples", fontsize=8)
-    figure.suptitle(title, fontsize=11)
+    figure.suptitle(_wrapped(title, figure), fontsize=11)
     _save(figure, path)

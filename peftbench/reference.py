@@ -1,4 +1,4 @@
-"""Numbers reported in the literature (``reference/published.csv``), shown beside measured rows."""
+"""Numbers reported in the literature (``peftbench/reported/published.csv``), shown beside measured rows."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-PUBLISHED = Path(__file__).resolve().parent.parent / "reference" / "published.csv"
+PUBLISHED = Path(__file__).resolve().parent / "reported" / "published.csv"
 #: metrics the file states in percent; the store keeps them as fractions
 PERCENT = {"accuracy"}
 

@@ -337,6 +337,7 @@ class Sweep:
         task, backbone, settings = cell.task, cell.backbone, cell.settings
         kind = KINDS[task.kind]
         record = self.new_record(cell, phase, seed, hparams)
+        record["details"]["train_examples"] = len(train_data)
         curve = []
 
         def validate(epoch: int) -> None:

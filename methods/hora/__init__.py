@@ -1,4 +1,4 @@
-"""HoRA: cross-head low-rank adaptation with a joint hypernetwork, as a peft tuner (spec: shared/HORA.md)."""
+"""HoRA: cross-head low-rank adaptation with a joint hypernetwork, as a peft tuner."""
 
 from peftbench.peft_types import register_tuner
 

@@ -31,7 +31,7 @@ DEFAULT_ROLE_NAMES = {
 @dataclass
 class HoraConfig(PeftConfig):
     """
-    Configuration of a [`HoraModel`] (spec: shared/HORA.md).
+    Configuration of a [`HoraModel`].
 
     Each adapted attention layer owns one generator, shared by all its heads and by its Q, K and V targets:
     trainable seeds (`A_seed`: r x d_in, one `B_seed_i`: d_h x r per head), MLPs `g_A`, `g_B` and, per target t,
