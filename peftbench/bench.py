@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import inspect
 import io
 import json
@@ -31,17 +32,31 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 DEFAULT_METHODS = "lora,hora,dora,vera,adapter"
 DEFAULT_RUN_TASK = "quick/digits"
 NUM_CLASSES = 10  # head width of the image workload; any value times the same
 #: limits the benchmark checks: ratios of median step times, and the harness's share of a run
 TARGETS = {"hora_vs_lora": 1.10, "lora_vs_floor": 1.15, "merged_vs_base": 1.03, "run_overhead": 0.05}
+
+
+# torch is imported inside the functions: the command line builds its parser from this module, and
+# `peftbench list` should not wait seconds for torch.
+def _no_grad(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import torch
+
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 # ---- the workload: batches, loss and inference of one backbone ------------------------------
@@ -57,6 +72,8 @@ class Workload:
 
 
 def image_workload(backbone, batch_size: int, n_batches: int = 2, seed: int = 0) -> Workload:
+    import torch
+
     from .train import Classifier, _classification_loss
 
     g = torch.Generator().manual_seed(seed)
@@ -72,6 +89,8 @@ def image_workload(backbone, batch_size: int, n_batches: int = 2, seed: int = 0)
 
 
 def text_workload(backbone, batch_size: int, seq_len: int, n_batches: int = 2, seed: int = 0) -> Workload:
+    import torch
+
     from .lm import IGNORE, _response_loss
 
     g = torch.Generator().manual_seed(seed)
@@ -90,6 +109,7 @@ def text_workload(backbone, batch_size: int, seq_len: int, n_batches: int = 2, s
 
 def first_block(module: nn.Module, layout) -> nn.Module:
     """The first transformer block: element 0 of the list of ``num_layers`` blocks holding q."""
+    from torch import nn
     for container in module.modules():
         if isinstance(container, (nn.ModuleList, nn.Sequential)) and len(container) == layout.num_layers:
             names = (name for name, _ in container[0].named_modules())
@@ -110,6 +130,7 @@ class InputGrad:
         self.handle = block.register_forward_pre_hook(self, with_kwargs=True)
 
     def __call__(self, module, args, kwargs):
+        import torch
         if not torch.is_grad_enabled():
             return None
         if args:
@@ -156,6 +177,8 @@ class Contender:
     trainable_params: int = 0
 
     def __post_init__(self):
+        import torch
+        from torch import nn
         params = [p for p in self.model.parameters() if p.requires_grad]
         head = getattr(self.model, "head", None)  # counted apart, as the budget is
         self.trainable_params = sum(p.numel() for p in params) - sum(p.numel() for p in head.parameters()) \
@@ -188,6 +211,8 @@ def contenders(backbone, workload: Workload, spec: str, budget_text: str) -> tup
     """The two references and every method, sized to the budget (or as given), each on its own
     copy of the backbone. LoRA is always there: the ratios refer to it. When HoRA's budget rank
     differs from LoRA's, HoRA is measured at LoRA's rank too (its speed target is at equal rank)."""
+    import torch
+
     from .budget import budget_params, parse_budget, solve
     from .runner import resolve_methods
 
@@ -229,6 +254,7 @@ def contenders(backbone, workload: Workload, spec: str, budget_text: str) -> tup
 # ---- measuring ------------------------------------------------------------------------------
 
 def _sync(dev: torch.device) -> None:
+    import torch
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
 
@@ -250,6 +276,8 @@ def train_step(c: Contender, workload: Workload, batch: tuple, dev: torch.device
 def measure_memory(c: Contender, workload: Workload, dev: torch.device) -> float:
     """Peak training memory of one step: observed on a GPU, accounted as fit accounts it on a CPU
     (weights, gradients, optimizer state and the activations autograd saves)."""
+    import torch
+
     from .train import SavedActivations, accounted_peak_mb
 
     batch = _to(workload.batches[0], dev)
@@ -295,7 +323,7 @@ def measure_training(cs: list[Contender], workload: Workload, dev: torch.device,
         c.model.zero_grad(set_to_none=True)
 
 
-@torch.no_grad()
+@_no_grad
 def measure_inference(models: dict[str, nn.Module], workload: Workload, dev: torch.device,
                       steps: int, warmup: int, batches=None) -> dict[str, list[float]]:
     """Seconds per batch of each model, the models interleaved batch by batch."""
@@ -317,7 +345,7 @@ def measure_inference(models: dict[str, nn.Module], workload: Workload, dev: tor
     return times
 
 
-@torch.no_grad()
+@_no_grad
 def max_abs_diff(a: nn.Module, b: nn.Module, workload: Workload, dev: torch.device) -> float:
     batch = _to(workload.batches[0], dev)
     a.eval(), b.eval()
@@ -345,6 +373,8 @@ def measure_run(backbone, lora: Contender, workload: Workload, dev: torch.device
     """Wall time of a real ``peftbench run`` of LoRA on one task against what its steps cost:
     its training steps at LoRA's median step time plus its evaluation batches at LoRA's
     evaluation speed (measured here at the runner's evaluation batch size)."""
+    import torch
+
     from .cli import main
     from .store import Store
 
@@ -397,6 +427,7 @@ def measure_run(backbone, lora: Contender, workload: Workload, dev: torch.device
 
 
 def _lora_steps(lora: Contender, workload: Workload, dev: torch.device, steps: int, warmup: int) -> list[float]:
+    import torch
     lora.optimizer = torch.optim.AdamW([p for p in lora.model.parameters() if p.requires_grad], lr=1e-5)
     lora.model.train()
     times = []
@@ -428,6 +459,8 @@ def run_bench(backbone_name: str, methods: str = DEFAULT_METHODS, budget: str = 
               batch_size: int = 32, image_size: int | None = 56, seq_len: int = 64, steps: int = 5,
               warmup: int = 2, infer_steps: int | None = None, run_task: str | None = None, run_options: str = "",
               run_overhead: bool = True, log=print) -> dict:
+    import torch
+
     from .backbones import load_backbone
     from .envinfo import environment
     from .train import device
@@ -604,6 +637,7 @@ def add_parser(subparsers) -> None:
 
 
 def cmd_bench(args) -> int:
+    import torch
     if args.threads is not None:
         if args.threads < 1:
             raise UsageError(f"--threads must be positive, got {args.threads}")
