@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--budget", default="lora:r=8")
     budget.add_argument("--methods", help="comma-separated (default: all registered)")
     budget.add_argument("--image-size", type=_positive(int), default=56)
+
+    from .bench import add_parser as add_bench_parser  # imports no torch: the parser stays fast
+    add_bench_parser(sub)
     return parser
 
 
@@ -196,7 +199,14 @@ def cmd_budget(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard, "budget": cmd_budget}
+def cmd_bench(args) -> int:
+    from .bench import cmd_bench as bench
+
+    return bench(args)
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard, "budget": cmd_budget,
+            "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

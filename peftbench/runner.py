@@ -32,6 +32,7 @@ from .envinfo import environment
 from .errors import OutOfMemory, UsageError
 from .fractions import nested_subset
 from .kinds import KINDS
+from .merging import merged_copy
 from .method import Method
 from .store import Store
 from .task import Splits, Suite, Task, resolve_tasks
@@ -45,6 +46,7 @@ OVERRIDABLE = ("backbone", "epochs", "batch_size", "image_size", "max_train_exam
                "eval_mode", "trials", "seeds")
 #: how long a worker waits before looking again at units other workers hold
 POLL_SECONDS = 2.0
+MERGED_SPEED_EXAMPLES = 256
 TUNE_SEED = 0  # every trial sees the same initialisation and data order: only the configuration differs
 
 
@@ -367,6 +369,10 @@ class Sweep:
                 record.update(eval_samples_per_s=scored.samples_per_s, details=dict(scored.details))
             if test is not None:
                 record["test_metric"] = scored.metric
+            if phase == "final" and cell.method.mergeable:  # a throughput: a few batches tell it
+                merged = merged_copy(model)
+                record["merged_eval_samples_per_s"] = kind.score(
+                    merged, backbone, first_n(test, MERGED_SPEED_EXAMPLES), settings).samples_per_s
             if phase == "final" and self.options.adapters_dir:
                 record["details"]["trained_tensors"] = save_trained(
                     model, Path(self.options.adapters_dir) / f"{record['run_id']}.safetensors",

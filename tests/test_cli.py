@@ -36,8 +36,9 @@ def test_run_records_a_trial_and_a_final_run_per_task_and_method(finished_store)
         assert r["train_samples_per_s"] > 0 and r["eval_samples_per_s"] > 0 and r["env"]["packages"]["torch"]
         if r["phase"] == "tune":  # scored on val only: test is for final runs
             assert 0 <= r["val_metric"] <= 1 and r["test_metric"] is None
-        else:  # trained on train+val, tested once
+        else:  # trained on train+val, tested once; inference timed merged too
             assert r["val_metric"] is None and 0 <= r["test_metric"] <= 1
+            assert r["merged_eval_samples_per_s"] > 0
     lora = [r for r in records if r["method"] == "lora"]
     assert all(r["trainable_params"] == 2 * 2 * (64 + 64) * 8 for r in lora)  # q,v x 2 blocks, r=8
 

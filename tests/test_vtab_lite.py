@@ -67,7 +67,8 @@ def test_faces_keep_vtab_shape_on_60_percent():
 def test_every_task_is_listed_with_a_natural_group(capsys):
     assert [t.name for t in VTAB_LITE.tasks] == ["digits", "textures", "faces", "fashion-mnist", "mnist"]
     assert {t.group for t in VTAB_LITE.tasks} == {"natural"} and {t.kind for t in VTAB_LITE.tasks} == {"classify"}
-    assert VTAB_LITE.recipe == {"backbone": "dinov2-s", "image_size": 56, "epochs": 3, "batch_size": 32}
+    assert VTAB_LITE.recipe == {"backbone": "dinov2-s", "image_size": 56, "epochs": 3, "batch_size": 32, "trials": 4,
+                                "seeds": 3}
     assert main(["list", "tasks"]) == 0
     assert "vtab-lite/fashion-mnist" in capsys.readouterr().out
 
