@@ -101,7 +101,8 @@ def cmd_list(args) -> int:
         rows = []
         for name, suite in found.loaded.items():
             rows.append((name, f"{suite.description} [{found.origin[name]}]"))
-            rows += [(f"  {t.id}", f"{t.group}, {t.num_classes} classes, {t.metric}") for t in suite.tasks]
+            rows += [(f"  {t.id}", f"{t.group}, " + (f"{t.num_classes} classes, " if t.num_classes else "") + t.metric)
+                     for t in suite.tasks]
         rows += [(name, f"BROKEN: {why}") for name, why in found.broken.items()]
     width = max(len(name) for name, _ in rows)
     for name, text in rows:
