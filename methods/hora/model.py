@@ -14,7 +14,7 @@ from .layer import HoraGenerator, HoraLayer, Linear
 
 class HoraModel(BaseTuner):
     """
-    Creates a HoRA model (cross-head low-rank adaptation with a joint hypernetwork, see shared/HORA.md).
+    Creates a HoRA model (cross-head low-rank adaptation with a joint hypernetwork).
 
     The targets of one attention block (its q/k/v Linears, or its one fused qkv Linear) share a `HoraGenerator`.
     Separate targets are separate modules, so the generator cannot live on any one of them: the tuner owns it in
