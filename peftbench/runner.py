@@ -253,7 +253,8 @@ class Sweep:
                 if unit.phase == "tune":
                     study = self.study(unit.cell, store)
                     tuning.fail_abandoned(study, abandoned_trial)
-                    trial = tuning.ask(study, unit.cell.study, unit.index, unit.cell.settings["trials"])
+                    trial = tuning.ask(study, unit.cell.study, unit.index, unit.cell.settings["trials"],
+                                       unit.cell.method.defaults)
                     claims.note_trial(unit.key, trial.number)
                     record = self.tune(unit, trial)
                 else:

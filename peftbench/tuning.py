@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import warnings
 
 import optuna
 from optuna.trial import TrialState
@@ -60,17 +61,22 @@ def open_study(store_url: str, name: str, higher_is_better: bool) -> optuna.Stud
     )
 
 
-def sampler(name: str, slot: int, trials: int) -> optuna.samplers.TPESampler:
+def sampler(name: str, slot: int, trials: int, defaults: dict) -> optuna.samplers.BaseSampler:
     """A sampler seeded by the study and the slot, not by its history of asks: a slot redone
-    after a crash draws what it drew the first time."""
+    after a crash draws what it drew the first time. The first slot tries the method's
+    defaults, so tuning never selects worse on val than not tuning."""
     seed = int(hashlib.sha256(f"{STUDY_SEED}|{name}|{slot}".encode()).hexdigest()[:8], 16)
     # random search for the first half of a small budget, then TPE
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(1, trials // 2)),
-                                      constant_liar=False)
+    tpe = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(1, trials // 2)), constant_liar=False)
+    if slot > 0:
+        return tpe
+    with warnings.catch_warnings():  # stable since optuna 2.4, still labelled experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.PartialFixedSampler(defaults, tpe)
 
 
-def ask(study: optuna.Study, name: str, slot: int, trials: int) -> optuna.Trial:
-    study.sampler = sampler(name, slot, trials)
+def ask(study: optuna.Study, name: str, slot: int, trials: int, defaults: dict) -> optuna.Trial:
+    study.sampler = sampler(name, slot, trials, defaults)
     return study.ask()
 
 

@@ -47,6 +47,8 @@ def test_trials_see_val_only_and_the_best_one_is_retrained_with_each_seed(tuned)
         assert r["val_metric"] == r["details"]["val_curve"][-1]
         assert 1e-4 <= r["hparams"]["lr"] <= 1e-2  # a decade either side of LoRA's 1e-3
     assert len({r["hparams"]["lr"] for r in trials}) == 3
+    first = next(r for r in trials if r["details"]["slot"] == 0)
+    assert first["hparams"] == LoRA.defaults  # the literature defaults are always a candidate
     best = max((r for r in trials if r["status"] == "ok"), key=lambda r: r["val_metric"])
     for r in finals:
         assert r["hparams"] == best["hparams"] and r["details"]["selected"]["slot"] == best["details"]["slot"]
@@ -132,9 +134,9 @@ def test_best_respects_the_direction_and_skips_unfinished_trials():
 
 def test_a_slot_samples_the_same_configuration_whatever_came_before():
     study = optuna.create_study()
-    first = tuning.search_space(LoRA(), tuning.ask(study, "s", 3, trials=10))
+    first = tuning.search_space(LoRA(), tuning.ask(study, "s", 3, trials=10, defaults=LoRA.defaults))
     study.ask()  # a trial in between, as a crashed worker leaves behind
-    again = tuning.search_space(LoRA(), tuning.ask(study, "s", 3, trials=10))
+    again = tuning.search_space(LoRA(), tuning.ask(study, "s", 3, trials=10, defaults=LoRA.defaults))
     assert first == again
-    other = tuning.search_space(LoRA(), tuning.ask(study, "s", 4, trials=10))
+    other = tuning.search_space(LoRA(), tuning.ask(study, "s", 4, trials=10, defaults=LoRA.defaults))
     assert other != first
