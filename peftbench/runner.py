@@ -219,6 +219,7 @@ class Sweep:
                              f"pass --resume to continue the sweep, or --store for a new one")
         claims = Claims(store)
         records, pending = [], [unit for unit in units if unit.key not in done]
+        done_before = len(units) - len(pending)
         while pending:
             waiting = []
             for unit in pending:
@@ -230,7 +231,7 @@ class Sweep:
                     waiting.append(unit)
                 elif outcome is Outcome.CLAIMED:
                     records.append(self.execute(unit, store, claims, abandoned_trial))
-                    self.report(records[-1], unit, len(units) - len(pending) + len(records), len(units))
+                    self.report(records[-1], unit, done_before + len(records), len(units))
             still = [unit for unit in waiting if not store.has(unit.key)]
             if still and len(still) == len(pending):
                 time.sleep(POLL_SECONDS)
@@ -243,7 +244,7 @@ class Sweep:
             outcome = f"{'test' if unit.phase == 'final' else 'val'} {record['metric']} {value:.4g}"
         else:
             outcome = f"{record['status']}: {record['error']}"
-        print(f"[{min(number, total)}/{total}] {unit}: {outcome}", file=sys.stderr, flush=True)
+        print(f"[{number}/{total}] {unit}: {outcome}", file=sys.stderr, flush=True)
 
     def execute(self, unit: Unit, store: Store, claims: Claims, abandoned_trial: int | None) -> dict:
         """Run one claimed unit and store its record, which releases the claim."""
