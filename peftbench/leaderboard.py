@@ -195,13 +195,15 @@ def _reported_rows(cols: Columns, reported: list[Reported], width: int, backbone
 
 def _recipe(settings: dict, scored: str | None) -> str:
     size = f", {settings['image_size']} px" if settings.get("image_size") else ""
-    caps = "".join(f", at most {settings[k]} {k.split('_')[1]} examples"
-                   for k in ("max_train_examples", "max_eval_examples") if settings.get(k))
+    caps = "".join(f", {what} capped at the first {settings[k]:,} examples"
+                   for k, what in (("max_train_examples", "training"), ("max_eval_examples", "val and test"))
+                   if settings.get(k))
     scoring = {"loglik": ", answers scored by the log-likelihood of each option's label",
                "text": ", answers scored by the log-likelihood of each option's text",
                "generate": ", answers generated greedily and parsed"}.get(scored, "")
     draws = f", {settings['epoch_samples']:,} examples drawn per epoch" if settings.get("epoch_samples") else ""
-    return f"{settings['epochs']} epochs, batch {settings['batch_size']}{size}{draws}{caps}{scoring}"
+    epochs = settings["epochs"]
+    return f"{epochs} epoch{'s' * (epochs != 1)}, batch {settings['batch_size']}{size}{draws}{caps}{scoring}"
 
 
 def _joined(values) -> str:

@@ -99,6 +99,17 @@ def test_header_states_backbone_budget_trials_seeds_commit_and_versions(vtab_sto
     assert "figures/" not in text  # no output path: no figures
 
 
+def test_header_states_a_cut_recipe(store_path):
+    store = Store(store_path)
+    cut = {"backbone": "dinov2-s", "image_size": 56, "epochs": 1, "batch_size": 32, "trials": 0, "seeds": 1,
+           "max_train_examples": 32, "max_eval_examples": 2000, "overrides": ["epochs"]}
+    store.add({**record("quick", "digits", "natural", "lora", 0, 0.9), "settings": cut})
+    recipe = render(store).split("**Recipe** ")[1].splitlines()[0]
+    assert recipe.startswith("1 epoch, batch 32, 56 px")
+    assert "training capped at the first 32 examples" in recipe
+    assert "val and test capped at the first 2,000 examples" in recipe
+
+
 def test_lower_is_better_bolds_the_minimum_and_the_fraction_curves(store_path, tmp_path):
     store = Store(store_path)
     mse = {"lora": {0.25: 0.08, 0.5: 0.02, 1.0: 0.004}, "hora": {0.25: 0.05, 0.5: 0.03, 1.0: 0.002}}
