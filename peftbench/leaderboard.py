@@ -38,6 +38,11 @@ def fmt_count(n: float) -> str:
     return f"{n / 1e6:.3f}M" if n >= 1e5 else f"{n / 1e3:.1f}k" if n >= 1e4 else f"{n:,.0f}"
 
 
+def fmt_rate(samples_per_s: float) -> str:
+    """Whole samples/s, with a decimal below 10 (a language model on a CPU trains at about 1)."""
+    return f"{samples_per_s:.1f}" if samples_per_s < 10 else f"{samples_per_s:.0f}"
+
+
 def fmt_fraction(f: float) -> str:
     return f"{f * 100:.3g}%"
 
@@ -161,8 +166,8 @@ def _table(rows: list[dict], reported: list[Reported]) -> list[str]:
         evals = statistics.fmean(r["eval_samples_per_s"] or 0 for r in group)
         peak = max(r["peak_memory_mb"] or 0 for r in group)
         other_values.append([trainable, train or None, evals, peak])
-        other_cells.append([f"{fmt_count(trainable)} ({share:.3g}%)", f"{train:.0f}" if train else "-",
-                            f"{evals:.0f}", f"{peak:.0f}"])
+        other_cells.append([f"{fmt_count(trainable)} ({share:.3g}%)", fmt_rate(train) if train else "-",
+                            fmt_rate(evals), f"{peak:.0f}"])
         names[-1].append(str(len({r["seed"] for r in group})))
     _bold_best(metric_cells, metric_values, [cols.direction(i) for i in range(len(cols.names()))])
     _bold_best(other_cells, other_values, [False, True, True, False])

@@ -99,15 +99,17 @@ def test_header_states_backbone_budget_trials_seeds_commit_and_versions(vtab_sto
     assert "figures/" not in text  # no output path: no figures
 
 
-def test_header_states_a_cut_recipe(store_path):
+def test_header_states_a_cut_recipe_and_slow_rates_keep_a_decimal(store_path):
     store = Store(store_path)
     cut = {"backbone": "dinov2-s", "image_size": 56, "epochs": 1, "batch_size": 32, "trials": 0, "seeds": 1,
            "max_train_examples": 32, "max_eval_examples": 2000, "overrides": ["epochs"]}
-    store.add({**record("quick", "digits", "natural", "lora", 0, 0.9), "settings": cut})
-    recipe = render(store).split("**Recipe** ")[1].splitlines()[0]
+    store.add({**record("quick", "digits", "natural", "lora", 0, 0.9, train_samples_per_s=0.64), "settings": cut})
+    text = render(store)
+    recipe = text.split("**Recipe** ")[1].splitlines()[0]
     assert recipe.startswith("1 epoch, batch 32, 56 px")
     assert "training capped at the first 32 examples" in recipe
     assert "val and test capped at the first 2,000 examples" in recipe
+    assert table_rows(text, "quick on dinov2-s")[1][-4:-2] == ["0.6", "250"]  # slow: a decimal
 
 
 def test_lower_is_better_bolds_the_minimum_and_the_fraction_curves(store_path, tmp_path):
