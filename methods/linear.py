@@ -7,7 +7,8 @@ class Linear(Method):
     name = "linear"
     description = "frozen backbone, trained head only (the floor)"
     knobs = ()
-    defaults = {"lr": 1e-2, "weight_decay": 1e-4}
+    trains_backbone = False  # the head alone: its learning rate is the shared head_lr
+    defaults = {"weight_decay": 1e-4}
 
     def sizes(self, backbone):
         return [{}]

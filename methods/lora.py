@@ -1,8 +1,9 @@
-"""LoRA and DoRA through peft's own LoRA tuner, on the projections the literature adapts."""
+"""LoRA and DoRA through peft's own LoRA tuner, on the recipe's target modules."""
 
 from peft import LoraConfig
 
-from peftbench.method import PeftMethod, default_targets, linear_shapes, low_rank_space
+from peftbench.method import (PeftMethod, linear_shapes, low_rank_space, per_module_count, per_module_sizes,
+                              target_names, widened)
 
 
 class LoRA(PeftMethod):
@@ -14,18 +15,30 @@ class LoRA(PeftMethod):
     def search_space(self, trial):
         return low_rank_space(trial)
 
+    def sizes(self, backbone):
+        # rank r everywhere, r + 1 on the first `plus1` targets (peft's rank_pattern)
+        return per_module_sizes(backbone, self._costs(backbone), backbone.layout.hidden_size)
+
     def count(self, backbone, size):
-        shapes = linear_shapes(backbone.module, default_targets(backbone))
+        shapes = linear_shapes(backbone.module, backbone.target_modules)
         magnitudes = sum(d_out for _, d_out in shapes) if self.use_dora else 0
-        return sum((d_in + d_out) * size["r"] for d_in, d_out in shapes) + magnitudes
+        return per_module_count(self._costs(backbone), size) + magnitudes
+
+    @staticmethod
+    def _costs(backbone) -> list[int]:
+        return [d_in + d_out for d_in, d_out in linear_shapes(backbone.module, backbone.target_modules)]
 
     def peft_config(self, backbone, size, hparams) -> LoraConfig:
-        r = size["r"]
+        r, alpha_over_r = size["r"], hparams.get("alpha_over_r", 1.0)
+        ranks = widened(target_names(backbone.module, backbone.target_modules), size)
         return LoraConfig(
             r=r,
-            lora_alpha=hparams.get("alpha_over_r", 1.0) * r,
+            lora_alpha=alpha_over_r * r,
+            # the widened modules keep the same alpha / r, so every module's update has one scale
+            rank_pattern=ranks,
+            alpha_pattern={name: alpha_over_r * rank for name, rank in ranks.items()},
             lora_dropout=hparams.get("dropout", 0.0),
-            target_modules=default_targets(backbone),
+            target_modules=backbone.target_modules,
             use_dora=self.use_dora,
         )
 

@@ -188,7 +188,8 @@ def parse_methods(spec: str) -> list[tuple[str, dict | None]]:
 
 
 def _label(name: str, size: dict) -> str:
-    return f"{name} {' '.join(f'{k}={v}' for k, v in size.items())}".strip()
+    """``lora r=8``: the size's knobs, leaving out a finer knob at zero (``plus1=0``)."""
+    return f"{name} {' '.join(f'{k}={v}' for k, v in size.items() if v or k == 'r')}".strip()
 
 
 def contenders(backbone, workload: Workload, spec: str, budget_text: str) -> tuple[list[Contender], int]:
@@ -215,8 +216,8 @@ def contenders(backbone, workload: Workload, spec: str, budget_text: str) -> tup
         sized.append((method, size if size is not None else solve(method, backbone, target).size))
     lora_size = next(size for method, size in sized if method.name == "lora")
     hora = [(m, s) for m, s in sized if m.name == "hora"]
-    if hora and set(lora_size) == set(hora[0][0].knobs) and all(s != lora_size for _, s in hora):
-        sized.insert(sized.index(hora[0]) + 1, (hora[0][0], dict(lora_size)))
+    if hora and "r" in lora_size and all(s.get("r") != lora_size["r"] for _, s in hora):
+        sized.insert(sized.index(hora[0]) + 1, (hora[0][0], {"r": lora_size["r"]}))
 
     floor, hook = floor_model(backbone, workload)
     linear = methods.get("linear") or resolve_methods("linear")["linear"]
@@ -538,7 +539,7 @@ def summarise(settings: dict, rows: list[dict], overhead: dict | None, env: dict
         row["merged_vs_base"] = paired_ratio(row["infer_merged_times"], row["infer_base_times"])
 
     targets = []
-    same_rank = [r for r in rows if r["method"] == "hora" and r["size"] == lora["size"]]
+    same_rank = [r for r in rows if r["method"] == "hora" and r["size"] == {"r": lora["size"].get("r")}]
     for row in same_rank or [r for r in rows if r["method"] == "hora"][:1]:
         targets.append(_target(f"{row['label']} / {lora['label']} train step", row["step_vs_lora"],
                                TARGETS["hora_vs_lora"]))

@@ -9,7 +9,7 @@ from .backbones.base import Backbone
 from .errors import UsageError
 from .method import Method
 
-TOLERANCE = 0.05  # a method may exceed the budget by at most 5%
+TOLERANCE = 0.01  # a method lands within 1% of the budget, or is marked as not reaching it
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 
 
@@ -25,7 +25,16 @@ class Budget:
 class Sizing:
     size: dict
     count: int
-    reached: bool  # False: the method's largest sensible size stays below the budget
+    target: int  # the budget in parameters
+
+    @property
+    def ratio(self) -> float:
+        return self.count / self.target if self.target else 1.0
+
+    @property
+    def reached(self) -> bool:
+        """Within 1% of the budget; a fixed-size method (linear, full) is a reference point."""
+        return self.size == {} or abs(self.ratio - 1) <= TOLERANCE
 
 
 def parse_budget(text: str) -> Budget:
@@ -50,23 +59,34 @@ def budget_params(budget: Budget, backbone: Backbone, methods: dict[str, Method]
     if set(budget.size) != set(method.knobs):
         knobs = ", ".join(f"{k}=N" for k in method.knobs) or "none"
         raise UsageError(f"budget '{budget.text}': {method.name} takes {knobs}")
-    return method.count(backbone, budget.size)
+    try:
+        return method.count(backbone, budget.size)
+    except Exception as exc:  # a plugin's bug: the budget cannot be known, so nothing can run
+        raise UsageError(f"budget '{budget.text}': {method.name}'s count() failed: {one_line(exc)}") from exc
+
+
+def one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def solve(method: Method, backbone: Backbone, target: int) -> Sizing:
-    """The size whose count is closest to ``target`` without exceeding it by more than 5%."""
+    """The size that lands within 1% of ``target`` (the method's preferred one where several do,
+    then the closest), never exceeding it by more than 1%.
+
+    A method that cannot land within 1% (its largest size stays below the budget, as VeRA's may, or
+    its finest step is too coarse there) gets its closest size below and is marked as not reaching it.
+    """
     if not method.knobs:
-        return Sizing({}, method.count(backbone, {}), reached=True)
-    best, outgrown = None, False
+        return Sizing({}, method.count(backbone, {}), target)
+    best = None
     for size in method.sizes(backbone):
         count = method.count(backbone, size)
         if count > target * (1 + TOLERANCE):
-            outgrown = True
             break  # sizes come smallest first, so every later one is larger still
-        if best is None or abs(count - target) < abs(best[1] - target):
-            best = (size, count)
+        miss = abs(count - target)
+        rank = (method.preference(size) if miss <= target * TOLERANCE else float("inf"), miss)
+        if best is None or rank < best[0]:
+            best = (rank, size, count)
     if best is None:
         raise UsageError(f"budget of {target:,} parameters is too small for {method.name} on {backbone.name}")
-    # Not reached: even the largest size stays clearly below the budget (VeRA's count grows
-    # slowly with rank), as opposed to a knob too coarse to land within 5%.
-    return Sizing(best[0], best[1], reached=outgrown or best[1] >= target * (1 - TOLERANCE))
+    return Sizing(best[1], best[2], target)

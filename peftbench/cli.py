@@ -35,12 +35,18 @@ def _fractions(text):
     return parse_fractions(text)
 
 
+def _targets(text):
+    return tuple(filter(None, (part.strip() for part in text.split(","))))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="peftbench", description="Compare PEFT methods at equal parameter budgets.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     lister = sub.add_parser("list", help="show registered methods, tasks or backbones")
     lister.add_argument("what", choices=["methods", "tasks", "backbones"], nargs="?", default="methods")
+    lister.add_argument("--search-space", action="store_true",
+                        help="with methods: each method's defaults and the space Optuna tunes it over")
 
     run = sub.add_parser("run", help="train and evaluate methods on tasks; record every run")
     run.add_argument("--methods", required=True, help="comma-separated method names, e.g. hora,lora")
@@ -61,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--eval-mode", choices=["loglik", "text", "generate"],
                      help="language tasks: log-likelihood of each option's label (default) or of its text, "
                           "or generate and parse")
+    run.add_argument("--targets", type=_targets,
+                     help="the modules every method adapts, by role: q,k,v,o,up,down (default: the suite's "
+                          "recipe, else q,v on encoders and q,k,v,up,down on Llama-family models)")
     run.add_argument("--fractions", type=_fractions, default=(1.0,),
                      help="train on these fractions of each training split (nested, class-stratified), e.g. "
                           "0.05,0.1,0.3,1.0, for sample-efficiency curves (default 1.0)")
@@ -80,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--budget", default="lora:r=8")
     budget.add_argument("--methods", help="comma-separated (default: all registered)")
     budget.add_argument("--image-size", type=_positive(int), default=56)
+    budget.add_argument("--targets", type=_targets, help="as in run (default: the backbone family's)")
 
     from .bench import add_parser as add_bench_parser  # imports no torch: the parser stays fast
     add_bench_parser(sub)
@@ -90,6 +100,8 @@ def cmd_list(args) -> int:
     from . import registry
     from .backbones import describe_backbones
 
+    if args.what == "methods" and args.search_space:
+        return _print_search_spaces(registry.methods())
     if args.what == "backbones":
         rows = describe_backbones()
     elif args.what == "methods":
@@ -107,6 +119,25 @@ def cmd_list(args) -> int:
     width = max(len(name) for name, _ in rows)
     for name, text in rows:
         print(f"{name:<{width}}  {text}")
+    return 0
+
+
+def _print_search_spaces(found) -> int:
+    from .tuning import LEARNING_RATE, defaults, describe_space
+
+    print(f"Shared by every method: lr and head_lr log-uniform [{LEARNING_RATE[0]:g}, {LEARNING_RATE[1]:g}], "
+          "weight_decay log-uniform; the first trial of every study tries the defaults, which --trials 0 runs.")
+    print("head_lr applies where the task trains a classifier head; a method that trains nothing in the "
+          "backbone has no lr.\n")
+    for name, cls in found.loaded.items():
+        method = cls()
+        print(f"{name}:")
+        chosen = defaults(method, head=True)
+        for key, space in describe_space(method).items():
+            print(f"  {key:<14} {space:<32} default {chosen.get(key, '-')}")
+        fixed = {k: v for k, v in chosen.items() if k not in describe_space(method)}
+        if fixed:
+            print("  fixed          " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
     return 0
 
 
@@ -146,7 +177,7 @@ def cmd_run(args) -> int:
         backbone=args.backbone, budget=args.budget, seeds=args.seeds, trials=args.trials, epochs=args.epochs,
         batch_size=args.batch_size, image_size=args.image_size, data_root=args.data_root,
         max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
-        eval_mode=args.eval_mode, fractions=args.fractions,
+        eval_mode=args.eval_mode, targets=args.targets, fractions=args.fractions,
         adapters_dir=str(beside(location, args.out) / "adapters"),
         resume=args.resume, progress=not args.no_progress,
     )
@@ -179,25 +210,30 @@ def cmd_leaderboard(args) -> int:
 
 
 def cmd_budget(args) -> int:
-    from .backbones import load_backbone
-    from .budget import budget_params, parse_budget, solve
-    from .runner import resolve_methods
     from . import registry
+    from .backbones import load_backbone
+    from .budget import budget_params, parse_budget
+    from .runner import resolve_methods, size_method, with_targets
 
     budget = parse_budget(args.budget)
     names = args.methods or ",".join(registry.methods().loaded)
     methods = resolve_methods(names)
-    backbone = load_backbone(args.backbone, args.image_size)
+    backbone = with_targets(load_backbone(args.backbone, args.image_size), args.targets)
     target = budget_params(budget, backbone, resolve_methods(budget.method) if budget.method else {})
-    print(f"budget {budget.text} = {target:,} trainable parameters on {backbone.name} (head excluded)")
+    print(f"budget {budget.text} = {target:,} trainable parameters on {backbone.name} (head excluded), "
+          f"targets {','.join(backbone.target_roles)}")
+    failed = False
     for name, method in methods.items():
-        method.check(backbone)
-        sizing = solve(method, backbone, target)
+        sizing, error = size_method(method, backbone, target)
+        if error is not None:
+            failed = True
+            print(f"{name:<10} failed: {error}")
+            continue
         size = ", ".join(f"{k}={v}" for k, v in sizing.size.items()) or "fixed"
         note = ("  (fixed size: a reference point)" if not method.knobs
-                else "" if sizing.reached else "  (cannot reach the budget: largest size)")
-        print(f"{name:<10} {size:<20} {sizing.count:>12,}  {sizing.count / target:6.1%}{note}")
-    return 0
+                else "" if sizing.reached else "  † cannot land within 1%: its closest size below")
+        print(f"{name:<10} {size:<24} {sizing.count:>12,}  {sizing.ratio:7.1%}{note}")
+    return 1 if failed else 0
 
 
 def cmd_bench(args) -> int:

@@ -19,8 +19,22 @@ class Score:
     details: dict = field(default_factory=dict)
 
 
+PROBE_EXAMPLES = 4
+
+
+def _first_inputs(data, dev: torch.device) -> torch.Tensor:
+    return torch.stack([data[i][0] for i in range(min(PROBE_EXAMPLES, len(data)))]).to(dev)
+
+
 class Classify:
     """Adapted encoder plus the linear head every method trains; top-1 accuracy."""
+
+    has_head = True
+
+    def probe(self, backbone, data, settings: dict):
+        """What the adapted backbone computes on a few training inputs (peftbench.contracts)."""
+        x = _first_inputs(data, device())
+        return lambda module: module(x)
 
     def build(self, task, backbone, adapted: nn.Module) -> nn.Module:
         return Classifier(adapted, backbone.feature_dim, task.num_classes)
@@ -38,6 +52,15 @@ class Classify:
 
 class Choice:
     """A causal LM trained on answer tokens, scored by option log-likelihood or by generation."""
+
+    has_head = False
+
+    def probe(self, backbone, data, settings: dict):
+        from .lm import encode_batch
+
+        examples = [data[i] for i in range(min(2, len(data)))]
+        ids, mask = (t.to(device()) for t in encode_batch(backbone.tokenizer, examples, settings["max_length"]))
+        return lambda module: module(input_ids=ids, attention_mask=mask).logits
 
     def build(self, task, backbone, adapted: nn.Module) -> nn.Module:
         return adapted
@@ -70,6 +93,12 @@ class Regress:
     The recipe's ``epoch_samples`` makes every epoch draw at least that many examples (each
     pass a fresh permutation), so a small fraction of the data still gets enough steps.
     """
+
+    has_head = False
+
+    def probe(self, backbone, data, settings: dict):
+        x = _first_inputs(data, device())
+        return lambda module: module(x)
 
     def build(self, task, backbone, adapted: nn.Module) -> nn.Module:
         return adapted

@@ -151,7 +151,7 @@ def _table(rows: list[dict], reported: list[Reported]) -> list[str]:
     by_method: dict[tuple, list[dict]] = defaultdict(list)  # (method, budget) -> runs
     for r in rows:
         by_method[(r["method"], r["budget"])].append(r)
-    header = ["method", "budget", *cols.names(), "trainable (% of backbone)", "train/s", "eval/s", "peak MB", "seeds"]
+    header = ["method", "budget", *cols.names(), "trainable (% of budget)", "train/s", "eval/s", "peak MB", "seeds"]
     names, metric_cells, metric_values, other_cells, other_values = [], [], [], [], []
     for (method, budget), group in sorted(by_method.items()):
         fixed = all(not r["size"] for r in group)  # linear, full: reference points, no budget
@@ -161,12 +161,11 @@ def _table(rows: list[dict], reported: list[Reported]) -> list[str]:
         metric_values.append([statistics.fmean(v) if v else None for v in columns])
         metric_cells.append([fmt_metric(v, cols.metric_of(i)) if v else "-" for i, v in enumerate(columns)])
         trainable = statistics.fmean(r["trainable_params"] for r in group)
-        share = trainable / statistics.fmean(r["total_params"] for r in group) * 100
         train = statistics.fmean(r["train_samples_per_s"] or 0 for r in group)
         evals = statistics.fmean(r["eval_samples_per_s"] or 0 for r in group)
         peak = max(r["peak_memory_mb"] or 0 for r in group)
         other_values.append([trainable, train or None, evals, peak])
-        other_cells.append([f"{fmt_count(trainable)} ({share:.3g}%)", fmt_rate(train) if train else "-",
+        other_cells.append([f"{fmt_count(trainable)} ({_share(group, trainable, fixed)})", fmt_rate(train) if train else "-",
                             fmt_rate(evals), f"{peak:.0f}"])
         names[-1].append(str(len({r["seed"] for r in group})))
     _bold_best(metric_cells, metric_values, [cols.direction(i) for i in range(len(cols.names()))])
@@ -175,6 +174,15 @@ def _table(rows: list[dict], reported: list[Reported]) -> list[str]:
     for name, metric, other in zip(names, metric_cells, other_cells):
         lines.append("| " + " | ".join([*name[:2], *metric, *other, name[2]]) + " |")
     return lines + _reported_rows(cols, reported, len(header), rows[0]["backbone"])
+
+
+def _share(group: list[dict], trainable: float, fixed: bool) -> str:
+    """The share of the budget a method reached; fixed-size methods (and stores from before budgets
+    were recorded in parameters) show their share of the backbone instead."""
+    budget = [r["budget_params"] for r in group if r.get("budget_params")]
+    if fixed or not budget:
+        return f"{trainable / statistics.fmean(r['total_params'] for r in group) * 100:.3g}% of backbone"
+    return f"{trainable / statistics.fmean(budget) * 100:.1f}%"
 
 
 def _reported_rows(cols: Columns, reported: list[Reported], width: int, backbone: str) -> list[str]:
@@ -215,11 +223,32 @@ def _joined(values) -> str:
     return ", ".join(str(v) for v in sorted(set(values), key=str))
 
 
+def _untuned(rows: list[dict]) -> str:
+    """What untuned rows ran at: each method's own published defaults, so say which."""
+    lrs = {r["method"]: r["hparams"].get("lr") for r in rows if r["hparams"].get("lr") is not None}
+    heads = {r["hparams"].get("head_lr") for r in rows} - {None}
+    text = ("**untuned**: each method's published default hyper-parameters, so the rows differ in step size "
+            f"(lr {', '.join(f'{m} {lr:g}' for m, lr in sorted(lrs.items()))}")
+    if heads:
+        return text + f"; head lr {_joined(f'{h:g}' for h in heads)} for every method)"
+    return text + "; the head trained at the method's lr)"
+
+
+def _tuned(rows: list[dict], trials: str) -> str:
+    from .tuning import LEARNING_RATE, WEIGHT_DECAY
+
+    shared = any("head_lr" in r["hparams"] for r in rows)
+    space = (f"one search space shared by every method (lr and head lr log-uniform in [{LEARNING_RATE[0]:g}, "
+             f"{LEARNING_RATE[1]:g}], weight decay in [{WEIGHT_DECAY[0]:g}, {WEIGHT_DECAY[1]:g}]) plus each method's "
+             f"own knobs, the first trial at the method's defaults" if shared
+             else "each method's lr searched a decade either side of its own default (an earlier protocol)")
+    return f"{trials} Optuna trials per task and method on train -> val over {space}; the best on val retrained"
+
+
 def _header(rows: list[dict], backbone: str, higher: bool | None) -> list[str]:
     settings = [r["settings"] for r in rows]
     trials = _joined(s.get("trials", 0) for s in settings)
-    tuning = ("the methods' default hyper-parameters (no tuning)" if trials == "0"
-              else f"{trials} Optuna trials per task and method on train -> val, the best on val retrained")
+    tuning = _untuned(rows) if trials == "0" else _tuned(rows, trials)
     versions = rows[-1]["env"].get("packages", {})
     metric = _joined(r["metric"] for r in rows)
     direction = {True: "higher is better", False: "lower is better", None: "see each task"}[higher]
@@ -229,7 +258,8 @@ def _header(rows: list[dict], backbone: str, higher: bool | None) -> list[str]:
         f"- **Backbone** `{backbone}` ({fmt_count(rows[0]['total_params'])} parameters, frozen unless a method "
         f"trains it); device {_joined(r['env'].get('device') for r in rows)}",
         f"- **Budget** {_joined('`%s`' % r['budget'] for r in rows)}: every method sized to the same trainable "
-        f"count (head excluded)",
+        f"count (head excluded), within 1% where it can be; adapted modules: "
+        f"{_joined(','.join(r['settings'].get('targets') or ['the family default']) for r in rows)}",
         f"- **Tuning** {tuning}; **seeds** {_joined(s.get('seeds', 1) for s in settings)} final runs "
         f"on train+val, each tested once",
         f"- **Recipe** {'; '.join(sorted({_recipe(r['settings'], (r['details'] or {}).get('eval_mode')) for r in rows}))}"
@@ -329,7 +359,7 @@ def _section(suite: str, backbone: str, rows: list[dict], reported: list[Reporte
         out += [f"No run on the full training split: the table shows the largest fraction, {fmt_fraction(largest)}.", ""]
     out += _table(main, reported) + [""]
     if any(r["budget_reached"] == 0 for r in main):
-        out += ["† cannot reach the budget: ran at its largest size (see trainable).", ""]
+        out += ["† cannot land within 1% of the budget: ran at its closest size below (see % of budget).", ""]
     if figures_dir is not None:
         name = f"{slug(suite)}-{slug(backbone)}-pareto.png"
         _pareto(main, cols, f"{suite} on {backbone}, budget {budgets}: test {cols.suite_metric} against "

@@ -86,6 +86,11 @@ def _batch(rows, pad: int, left: bool = False) -> tuple[torch.Tensor, torch.Tens
     return _pad(rows, pad, left), _pad([[1] * len(r) for r in rows], 0, left)
 
 
+def encode_batch(tokenizer, examples, max_length: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input ids and attention mask of prompt + target + EOS for ``examples``, right-padded."""
+    return _batch([encode(tokenizer, e, max_length)[0] for e in examples], pad_id(tokenizer))
+
+
 # ---- training -----------------------------------------------------------------------------
 
 def _response_loss(model, ids, mask, labels) -> torch.Tensor:

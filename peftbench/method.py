@@ -7,8 +7,9 @@ through a peft config so that saving, loading and merging come from peft.
 
 from __future__ import annotations
 
+import re
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from torch import nn
 
@@ -19,15 +20,24 @@ from .errors import UsageError
 class Method:
     name: str = ""
     description: str = ""
-    #: The knobs a budget turns, e.g. ("r",); empty for methods with a fixed size.
+    #: The knobs a budget reference names, e.g. ("r",) in ``lora:r=8``; empty for methods with a
+    #: fixed size. A size may carry finer knobs too (``plus1``), which the solver sets.
     knobs: tuple[str, ...] = ("r",)
     mergeable: bool = True
-    #: Literature defaults, used with ``--trials 0`` and as the base of every trial.
+    #: False for a method that trains no backbone parameter (the linear probe): no ``lr`` to tune.
+    trains_backbone: bool = True
+    #: Literature defaults, used with ``--trials 0`` and as the first trial of every study.
     defaults: dict = {"lr": 1e-3, "weight_decay": 1e-4}
 
     def sizes(self, backbone: Backbone) -> Iterable[dict]:
-        """Candidate sizes in increasing order of trainable parameters."""
+        """Candidate sizes in increasing order of trainable parameters (the solver stops at the
+        first one past the budget's tolerance)."""
         return ({"r": r} for r in range(1, backbone.layout.hidden_size + 1))
+
+    def preference(self, size: dict) -> float:
+        """Among sizes within 1% of a budget the solver takes the lowest preference (then the
+        closest count): a second knob can stay near its published default."""
+        return 0.0
 
     def count(self, backbone: Backbone, size: dict) -> int:
         """Trainable parameters at ``size``, head excluded, in closed form."""
@@ -38,7 +48,7 @@ class Method:
         raise NotImplementedError
 
     def search_space(self, trial) -> dict:
-        """Optuna suggestions beyond the shared learning rate and weight decay.
+        """Optuna suggestions beyond the shared space (learning rate, weight decay, head learning rate).
 
         They must leave the trainable-parameter count alone: the budget fixed the size first."""
         return {}
@@ -79,13 +89,30 @@ def low_rank_space(trial) -> dict:
             "dropout": trial.suggest_categorical("dropout", [0.0, 0.1])}
 
 
-def default_targets(backbone: Backbone) -> list[str]:
-    """The projections the literature adapts: q and v for encoders, q,k,v,up,down for Llama."""
-    layout = backbone.layout
-    if backbone.family == "llama":
-        up = [name for name in layout.mlp_up if name.endswith("up_proj")] or list(layout.mlp_up)
-        return [layout.q, layout.k, layout.v, *up, layout.mlp_down]
-    return [layout.q, layout.v]
+def target_names(module: nn.Module, suffixes: Sequence[str]) -> list[str]:
+    """Full names of the Linears ``linear_shapes`` counts, in the same (depth) order."""
+    return [name for name, m in module.named_modules()
+            if isinstance(m, nn.Linear) and any(name == s or name.endswith("." + s) for s in suffixes)]
+
+
+def per_module_sizes(backbone: Backbone, costs: Sequence[int], widest: int) -> Iterator[dict]:
+    """Sizes ``{"r": r, "plus1": k}`` in increasing count: every target module at width r, the first
+    k of them (in depth order) at r + 1. ``costs`` are the parameters one unit of width adds to each
+    module, so one step adds a single module's cost: fine enough to land within 1% of a budget."""
+    for r in range(1, widest + 1):
+        for k in range(len(costs) if r < widest else 1):
+            yield {"r": r, "plus1": k}
+
+
+def per_module_count(costs: Sequence[int], size: dict) -> int:
+    """What ``per_module_sizes``' width units cost: r units in every module, one more in the first k."""
+    k = size.get("plus1", 0)
+    return size["r"] * sum(costs) + sum(costs[:k])
+
+
+def widened(names: Sequence[str], size: dict) -> dict[str, int]:
+    """peft's ``rank_pattern`` for a ``per_module_sizes`` size: exact names of the widened modules."""
+    return {re.escape(name): size["r"] + 1 for name in names[:size.get("plus1", 0)]}
 
 
 class PeftMethod(Method):

@@ -26,8 +26,10 @@ from torch.utils.data import Subset
 from . import registry, tuning
 from .artifacts import save_trained
 from .backbones import Backbone, check_backbone_name, load_backbone
-from .budget import Budget, Sizing, budget_params, parse_budget, solve
+from .backbones.base import TARGET_ROLES
+from .budget import Budget, Sizing, budget_params, one_line, parse_budget, solve
 from .claims import Claims, Outcome
+from .contracts import Probe, check_count, trainable
 from .envinfo import environment
 from .errors import OutOfMemory, UsageError
 from .fractions import nested_subset
@@ -36,14 +38,14 @@ from .merging import merged_copy
 from .method import Method
 from .store import Store
 from .task import Splits, Suite, Task, resolve_tasks
-from .train import TrainConfig
+from .train import TrainConfig, device
 
 DEFAULT_BUDGET = "lora:r=8"
 DEFAULT_RECIPE = {"backbone": "dinov2-s", "image_size": 56, "epochs": 5, "batch_size": 32,
                   "max_train_examples": None, "max_eval_examples": None, "max_length": 256,
-                  "eval_mode": "loglik", "trials": 10, "seeds": 3}
+                  "eval_mode": "loglik", "trials": 10, "seeds": 3, "targets": None}
 OVERRIDABLE = ("backbone", "epochs", "batch_size", "image_size", "max_train_examples", "max_eval_examples",
-               "eval_mode", "trials", "seeds")
+               "eval_mode", "trials", "seeds", "targets")
 #: how long a worker waits before looking again at units other workers hold
 POLL_SECONDS = 2.0
 MERGED_SPEED_EXAMPLES = 256
@@ -64,6 +66,7 @@ class RunOptions:
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
     eval_mode: str | None = None
+    targets: tuple[str, ...] | None = None  # the modules every method adapts, by role (q, v, ...)
     data_root: str | None = None
     fractions: tuple[float, ...] = (1.0,)
     adapters_dir: str | None = None  # where final runs save their trained tensors
@@ -105,12 +108,17 @@ class Cell:
     settings: dict
     budget: str
     fraction: float = 1.0
+    error: str | None = None  # the method's plugin failed while sizing itself: every run fails with this
 
     @property
     def study(self) -> str:
         """The Optuna study's name; a fraction of the data is a comparison of its own."""
         return tuning.study_name(self.task.id, self.method.name, self.budget, self.backbone.name,
                                  self.fraction, self.settings)
+
+    @property
+    def has_head(self) -> bool:
+        return KINDS[self.task.kind].has_head
 
     def units(self) -> list[Unit]:
         return ([Unit(self, "tune", slot) for slot in range(self.settings["trials"])]
@@ -195,16 +203,16 @@ class Sweep:
         cells = []
         for suite, task in self.tasks:
             settings = self.settings(suite)
-            backbone = self.backbone(settings["backbone"], settings["image_size"])
+            backbone = with_targets(self.backbone(settings["backbone"], settings["image_size"]), settings["targets"])
+            settings = {**settings, "targets": list(backbone.target_roles)}  # recorded with every run
             if task.modality != backbone.modality:
                 raise UsageError(f"task {task.id} takes {task.modality} input, but {backbone.name} is a "
                                  f"{backbone.modality} model")
             self.splits[task.id] = self.load_splits(task, backbone, settings)
             target = budget_params(self.budget, backbone, self.reference)
             for method in self.methods.values():
-                method.check(backbone)
-                sizing = solve(method, backbone, target)
-                cells += [Cell(task, method, backbone, sizing, settings, self.budget.text, fraction)
+                sizing, error = size_method(method, backbone, target)
+                cells += [Cell(task, method, backbone, sizing, settings, self.budget.text, fraction, error)
                           for fraction in self.options.fractions]
         return cells
 
@@ -255,7 +263,7 @@ class Sweep:
                     study = self.study(unit.cell, store)
                     tuning.fail_abandoned(study, abandoned_trial)
                     trial = tuning.ask(study, unit.cell.study, unit.index, unit.cell.settings["trials"],
-                                       unit.cell.method.defaults)
+                                       tuning.defaults(unit.cell.method, unit.cell.has_head))
                     claims.note_trial(unit.key, trial.number)
                     record = self.tune(unit, trial)
                 else:
@@ -265,7 +273,9 @@ class Sweep:
             if trial is not None:
                 tuning.fail_abandoned(study, trial.number)
             raise
-        record.update(spec_key=unit.key, budget=self.budget.text, budget_reached=int(unit.cell.sizing.reached),
+        sizing = unit.cell.sizing
+        record.update(spec_key=unit.key, budget=self.budget.text, budget_params=sizing.target,
+                      budget_reached=int(sizing.reached),
                       env={**record["env"], "worker": claims.owner})
         store.add(record, release=claims.owner)
         if trial is not None:  # after the record: the store, not the study, says what ran
@@ -290,7 +300,7 @@ class Sweep:
 
     def tune(self, unit: Unit, trial: optuna.Trial) -> dict:
         cell, splits = unit.cell, self.splits[unit.cell.task.id]
-        hparams = tuning.search_space(cell.method, trial)
+        hparams = tuning.search_space(cell.method, trial, cell.has_head)
         train = nested_subset(splits.train, cell.fraction)
         record = self.train_run(cell, "tune", TUNE_SEED, hparams, train, val=splits.val, trial=trial)
         record["details"].update(study=cell.study, slot=unit.index, trial=trial.number)
@@ -300,7 +310,7 @@ class Sweep:
         """The best configuration on val (the defaults without trials), on train+val, tested once."""
         cell, splits = unit.cell, self.splits[unit.cell.task.id]
         if cell.settings["trials"] == 0:
-            hparams, selected = dict(cell.method.defaults), {"by": "defaults"}
+            hparams, selected = tuning.defaults(cell.method, cell.has_head), {"by": "defaults"}
         else:
             chosen = tuning.best(self.tune_records(store, cell), cell.task.higher_is_better)
             if chosen is None:
@@ -353,22 +363,33 @@ class Sweep:
                                              f"below the median of earlier trials")
 
         try:
+            if cell.error is not None:
+                raise RuntimeError(cell.error)
             torch.manual_seed(seed)
-            adapted = cell.method.apply(copy.deepcopy(backbone), cell.sizing.size, hparams)
+            local = copy.deepcopy(backbone)
+            probe = Probe(kind.probe(backbone, train_data, settings), local.module.to(device()))
+            adapted = cell.method.apply(local, cell.sizing.size, hparams)
+            check_count(cell.sizing.count, adapted)
+            probe.check_connected(adapted)
             model = kind.build(task, backbone, adapted)
+            # a method that trains nothing in the backbone (the linear probe) has no lr of its own
             config = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch_size"],
-                                 lr=hparams["lr"], weight_decay=hparams["weight_decay"], seed=seed)
+                                 lr=hparams.get("lr", 0.0), head_lr=hparams.get("head_lr"),
+                                 weight_decay=hparams["weight_decay"], seed=seed)
             stats = kind.train(model, backbone, train_data, config, settings,
                                desc=f"{task.id} {cell.method.name} {phase} s{seed}", progress=self.options.progress,
                                on_epoch=validate if val is not None else None)
-            trainable, head = _trainable(model), kind.head_params(model)
-            record.update(status="ok", trainable_params=sum(p.numel() for p in trainable) - head, head_params=head,
+            if cell.sizing.count:
+                probe.check_changed(adapted)
+            params, head = trainable(model), kind.head_params(model)
+            record.update(status="ok", trainable_params=sum(p.numel() for p in params) - head, head_params=head,
                           train_seconds=stats.seconds, train_samples_per_s=stats.samples_per_s,
                           peak_memory_mb=stats.peak_memory_mb,
-                          adapter_bytes=sum(p.numel() * p.element_size() for p in trainable))
+                          adapter_bytes=sum(p.numel() * p.element_size() for p in params))
             scored = kind.score(model, backbone, test, settings) if test is not None else (curve or [None])[-1]
             if scored is not None:
-                record.update(eval_samples_per_s=scored.samples_per_s, details=dict(scored.details))
+                record["eval_samples_per_s"] = scored.samples_per_s
+                record["details"].update(scored.details)
             if test is not None:
                 record["test_metric"] = scored.metric
             if phase == "final" and cell.method.mergeable:  # a throughput: a few batches tell it
@@ -389,7 +410,7 @@ class Sweep:
                 raise OutOfMemory(f"out of memory in {task.id} {cell.method.name} {phase} (batch size "
                                   f"{settings['batch_size']}); finished runs are stored: free memory and rerun "
                                   f"with --resume, or start a new sweep with a smaller --batch-size") from exc
-            record.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0],
+            record.update(status="failed", error=one_line(exc),
                           env={**self.env, "traceback": traceback.format_exc(limit=8)})
         if curve:
             record.update(val_metric=curve[-1].metric)
@@ -415,6 +436,31 @@ class BrokenMethod(Method):
         raise RuntimeError(f"method plugin '{self.name}' failed to load: {self.reason}")
 
 
+def with_targets(backbone: Backbone, targets) -> Backbone:
+    """The backbone with the recipe's target roles (None: its family's default), checked against its layout."""
+    roles = tuple(targets or backbone.target_roles)
+    unknown = [role for role in roles if role not in TARGET_ROLES]
+    if unknown:
+        raise UsageError(f"unknown target '{unknown[0]}' (targets are roles: {', '.join(TARGET_ROLES)})")
+    missing = [role for role in roles if not any(backbone.layout.modules(role))]
+    if missing:
+        raise UsageError(f"{backbone.name} has no '{missing[0]}' projection to adapt")
+    return replace(backbone, targets=roles)
+
+
+def size_method(method: Method, backbone: Backbone, target: int) -> tuple[Sizing, str | None]:
+    """The method's size at the budget; a plugin whose check(), sizes() or count() raises (anything
+    but a UsageError, which is bad input) gets a placeholder and the reason, so its runs fail while
+    the other methods run."""
+    try:
+        method.check(backbone)
+        return solve(method, backbone, target), None
+    except UsageError:
+        raise
+    except Exception as exc:
+        return Sizing({}, 0, target), f"{method.name} could not size itself: {one_line(exc)}"
+
+
 def out_of_memory(exc: BaseException) -> bool:
     text = str(exc)
     return (isinstance(exc, (MemoryError, torch.OutOfMemoryError))
@@ -424,7 +470,3 @@ def out_of_memory(exc: BaseException) -> bool:
 def first_n(data, n: int):
     """The first n examples: splits come shuffled with a fixed seed, so this is a fixed subset."""
     return data[:n] if isinstance(data, (list, tuple)) else Subset(data, range(min(n, len(data))))
-
-
-def _trainable(module) -> list:
-    return [p for p in module.parameters() if p.requires_grad]

@@ -14,8 +14,9 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, Prog
 
 from .errors import UsageError
 
-#: 2 added the claims table (create_all adds it to a version-1 store: no row changes).
-SCHEMA_VERSION = 2
+#: 2 added the claims table (create_all adds it to a version-1 store: no row changes);
+#: 3 added runs.budget_params (MIGRATIONS adds the column; older rows keep NULL).
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -29,6 +30,7 @@ runs = Table(
     Column("method", String(64), nullable=False),
     Column("backbone", String(256), nullable=False),
     Column("budget", String(64)),
+    Column("budget_params", Integer),  # the budget in parameters; trainable_params / this is the share reached
     Column("budget_reached", Integer),
     Column("size", JSON),
     Column("trainable_params", Integer),
@@ -72,6 +74,9 @@ meta = Table(
 )
 
 FIELDS = [c.name for c in runs.columns]
+
+#: version -> the statements that bring a store of the version before it up to it
+MIGRATIONS = {3: ["ALTER TABLE runs ADD COLUMN budget_params INTEGER"]}
 
 
 def store_url(location: str) -> str:
@@ -157,7 +162,12 @@ class Store:
             if version is not None and int(version) > SCHEMA_VERSION:
                 raise UsageError(f"store {location} has schema version {version}, newer than this "
                                  f"peftbench's {SCHEMA_VERSION}: upgrade peftbench")
+            had_runs = inspect(conn).has_table(runs.name)
             metadata.create_all(conn)  # adds the tables a version-1 store lacks
+            if had_runs and version is not None:
+                for step in range(int(version) + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS.get(step, []):
+                        conn.execute(text(statement))
             if version is None:
                 conn.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
             elif int(version) < SCHEMA_VERSION:

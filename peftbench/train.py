@@ -42,6 +42,7 @@ class TrainConfig:
     weight_decay: float
     seed: int
     warmup_fraction: float = 0.1
+    head_lr: float | None = None  # the classifier head's own step; None: the same as lr
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,18 @@ def accounted_peak_mb(model: nn.Module, optimizer: torch.optim.Optimizer, activa
     return (weights + grads + state + activations) / 2**20
 
 
+def param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """The backbone's trainable parameters at ``lr``, a classifier head's at ``head_lr``."""
+    head = model.head if isinstance(model, Classifier) else None
+    in_head = {id(p) for p in head.parameters()} if head is not None else set()
+    groups = [
+        {"params": [p for p in model.parameters() if p.requires_grad and id(p) not in in_head], "lr": config.lr},
+        {"params": [p for p in head.parameters() if p.requires_grad] if head is not None else [],
+         "lr": config.lr if config.head_lr is None else config.head_lr},
+    ]
+    return [group for group in groups if group["params"]]
+
+
 def fit(model: nn.Module, loader: DataLoader, batch_loss: Callable[[nn.Module, tuple], torch.Tensor],
         config: TrainConfig, desc: str = "train", progress: bool = True,
         on_epoch: Callable[[int], None] | None = None) -> TrainStats:
@@ -120,8 +133,7 @@ def fit(model: nn.Module, loader: DataLoader, batch_loss: Callable[[nn.Module, t
     """
     dev = device()
     model.to(dev).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, config), weight_decay=config.weight_decay)
     total = config.epochs * len(loader)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, config.warmup_fraction))
     steps, seen, train_seconds, loss = 0, 0, 0.0, torch.tensor(float("nan"))

@@ -22,19 +22,59 @@ from .store import retrying
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 STUDY_SEED = 0
-#: A weight decay range every method shares; learning rates span a decade either side of the
-#: method's literature default, which differs by orders of magnitude between methods.
+#: One search space for every method, log-uniform. The learning-rate range holds every built-in
+#: method's published default (full fine-tuning's 1e-4 to the linear probe's 1e-2) with a decade
+#: either side, so no method starts nearer its own optimum than another.
+LEARNING_RATE = (1e-5, 1e-1)
 WEIGHT_DECAY = (1e-6, 1e-1)
+#: The classifier head's learning rate: its own, the same default for every method, tuned alike.
+HEAD_LR = 1e-3
 
 
-def search_space(method: Method, trial) -> dict:
-    """The method's defaults overridden by this trial's suggestions."""
-    lr = method.defaults["lr"]
-    shared = {
-        "lr": trial.suggest_float("lr", lr / 10, lr * 10, log=True),
-        "weight_decay": trial.suggest_float("weight_decay", *WEIGHT_DECAY, log=True),
-    }
-    return {**method.defaults, **shared, **method.search_space(trial)}
+def defaults(method: Method, head: bool) -> dict:
+    """What ``--trials 0`` runs and every study's first trial tries: the method's published
+    defaults, and the head's shared default where the task kind trains a head."""
+    return {**method.defaults, **({"head_lr": HEAD_LR} if head else {})}
+
+
+def search_space(method: Method, trial, head: bool) -> dict:
+    """The method's defaults overridden by this trial's suggestions: the shared space (the
+    learning rate of whatever the method trains in the backbone, weight decay, the head's
+    learning rate), then the method's own knobs."""
+    shared = {}
+    if method.trains_backbone:
+        shared["lr"] = trial.suggest_float("lr", *LEARNING_RATE, log=True)
+    shared["weight_decay"] = trial.suggest_float("weight_decay", *WEIGHT_DECAY, log=True)
+    if head:
+        shared["head_lr"] = trial.suggest_float("head_lr", *LEARNING_RATE, log=True)
+    return {**defaults(method, head), **shared, **method.search_space(trial)}
+
+
+class _Recorder:
+    """A stand-in Optuna trial that records what a search space asks for and answers the first
+    choice, so a space can be described without a study."""
+
+    def __init__(self):
+        self.asked: dict[str, str] = {}
+
+    def suggest_float(self, name, low, high, *, step=None, log=False):
+        self.asked[name] = f"{'log-uniform' if log else 'uniform'} [{low:g}, {high:g}]"
+        return low
+
+    def suggest_int(self, name, low, high, *, step=1, log=False):
+        self.asked[name] = f"integer [{low}, {high}]" + (" (log)" if log else "")
+        return low
+
+    def suggest_categorical(self, name, choices):
+        self.asked[name] = "one of " + ", ".join(str(c) for c in choices)
+        return choices[0]
+
+
+def describe_space(method: Method, head: bool = True) -> dict[str, str]:
+    """Each tuned hyper-parameter and its range, as ``peftbench list methods --search-space`` shows them."""
+    recorder = _Recorder()
+    search_space(method, recorder, head)
+    return recorder.asked
 
 
 def study_name(task: str, method: str, budget: str, backbone: str, fraction: float, settings: dict) -> str:

@@ -1,6 +1,8 @@
 """Bottleneck adapters as a peft tuner, on tiny random timm ViT, Dinov2 and Llama models."""
 
+import json
 import os
+import re
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -133,6 +135,63 @@ def test_save_and_load_round_trip(arch, tmp_path):
         assert torch.equal(forward(loaded, inp), out)
 
 
+def _widths(model):
+    """Module name in the base model -> (down weight shape, up weight shape, recorded width) of the default adapter."""
+    if isinstance(model, PeftModel):
+        model = model.base_model.model
+    return {n: (tuple(m.bottleneck_down["default"].weight.shape), tuple(m.bottleneck_up["default"].weight.shape),
+                m.bottleneck_r["default"]) for n, m in model.named_modules() if isinstance(m, BottleneckLayer)}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_rank_pattern_widths_count_and_round_trip(arch, tmp_path):
+    _, attn_out, mlp_down, _ = ARCHS[arch]
+    r = 3
+    outs = {n: m.out_features for n, m in base_model(arch).named_modules()
+            if isinstance(m, torch.nn.Linear) and n.endswith((attn_out, mlp_down))}
+    assert len(outs) == 2 * DEPTH
+    # the first attention output by its full name, the last MLP output by an anchored regex
+    wide_attn, wide_mlp = [n for n in outs if n.endswith(attn_out)][0], [n for n in outs if n.endswith(mlp_down)][-1]
+    pattern = {wide_attn: r + 1, "^" + re.escape(wide_mlp): r + 1}
+    width = {n: r + 1 if n in (wide_attn, wide_mlp) else r for n in outs}
+    expected = sum(2 * d * width[n] + width[n] + d for n, d in outs.items())
+
+    inp = example_input(arch)
+    cfg = config(arch, r=r, rank_pattern=pattern)
+    assert bottleneck_parameter_count(cfg, base_model(arch)) == expected
+    model = get_peft_model(base_model(arch), cfg)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == expected
+    assert bottleneck_parameter_count(cfg, model) == expected  # anchored regex still matches under the PeftModel
+    assert _widths(model) == {n: ((w, outs[n]), (outs[n], w), w) for n, w in width.items()}
+    with torch.no_grad():
+        assert torch.equal(forward(model, inp), forward(base_model(arch), inp))
+
+    train(model, inp, steps=2)
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["rank_pattern"] == pattern
+    loaded = PeftModel.from_pretrained(base_model(arch), tmp_path).eval()
+    assert loaded.peft_config["default"].rank_pattern == pattern
+    assert _widths(loaded) == _widths(model)
+    with torch.no_grad():
+        out = forward(model, inp)
+        assert not torch.allclose(out, forward(base_model(arch), inp), atol=1e-4)  # trained, so the load is tested
+        assert torch.equal(forward(loaded, inp), out)
+
+
+def test_rank_pattern_matching_and_validation():
+    cfg = BottleneckConfig(target_modules=["attn.proj", "mlp.fc2"], r=8, rank_pattern={
+        "blocks.0.attn.proj": 5, r"^blocks\.1\.mlp\.fc2": 6, "mlp.fc2": 7})
+    # as LoRA's rank_pattern: a full name or a dot-bounded suffix, regexes allowed, the first matching key wins
+    assert [cfg.width(n) for n in ("blocks.0.attn.proj", "blocks.1.attn.proj", "blocks.1.mlp.fc2",
+                                   "blocks.0.mlp.fc2", "model.blocks.1.mlp.fc2", "blocks.10.attn.proj")] == [
+        5, 8, 6, 7, 7, 8]
+    for bad in (0, -1, 2.0, True, "4", None):
+        with pytest.raises(ValueError, match="rank_pattern"):
+            BottleneckConfig(target_modules=["mlp.fc2"], rank_pattern={"mlp.fc2": bad})
+    with pytest.raises(ValueError, match="rank_pattern"):
+        BottleneckConfig(target_modules=["mlp.fc2"], rank_pattern={"mlp.fc2(": 4})
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_merge_refused_but_unload_returns_base(arch):
     inp = example_input(arch)
@@ -161,7 +220,7 @@ def test_targets_and_validation():
         with pytest.raises(ValueError):
             BottleneckConfig(target_modules=["mlp.fc2"], **bad)
     cfg = BottleneckConfig(target_modules=["mlp.fc2"])
-    assert (cfg.r, cfg.style, cfg.activation, cfg.scaling, cfg.dropout, cfg.init) == (
-        8, "houlsby", "relu", 1.0, 0.0, "zero_up")
+    assert (cfg.r, cfg.rank_pattern, cfg.style, cfg.activation, cfg.scaling, cfg.dropout, cfg.init) == (
+        8, {}, "houlsby", "relu", 1.0, 0.0, "zero_up")
     with pytest.raises(ValueError, match="target_modules"):
         get_peft_model(base_model("timm_vit"), BottleneckConfig())

@@ -90,6 +90,9 @@ CASES = {
     "epochs not a number": ([*RUN, "--epochs", "x"], "'x'"),
     "batch size zero": ([*RUN, "--batch-size", "0"], "'0'"),
     "unknown eval mode": ([*RUN, "--eval-mode", "bogus"], "bogus"),
+    "unknown target": ([*RUN, "--targets", "q,wq"], "'wq'"),
+    "target the backbone lacks": ([*RUN, "--backbone", "hmoe-attention", "--tasks", "hmoe/shared", "--targets", "q,up"],
+                                  "no 'up' projection"),
     # data
     "no data root": (DTD, "--data-root"),
     "missing data root": ([*DTD, "--data-root", "{root}/nowhere"], "nowhere"),

@@ -45,7 +45,8 @@ def vit_result(tmp_path_factory):
 def test_json_has_every_contender_and_the_targets(vit_result):
     rows = {row["label"]: row for row in vit_result["rows"]}
     assert list(rows)[:2] == ["floor", "linear"]
-    assert {"lora r=8", "vera r=960", "adapter r=7"} <= set(rows)
+    adapter = next(label for label in rows if label.startswith("adapter r="))
+    assert {"lora r=8", "vera r=960"} <= set(rows)
     hora = [label for label in rows if label.startswith("hora")]
     assert "hora r=8" in hora  # at LoRA's rank too, since the budget gives HoRA another one
     assert vit_result["settings"]["budget_params"] == rows["lora r=8"]["trainable_params"]
@@ -54,7 +55,7 @@ def test_json_has_every_contender_and_the_targets(vit_result):
         assert len(row["train_step_times"]) == 3
         assert row["peak_memory_mb"] > 0
     assert rows["floor"]["peak_memory_mb"] > rows["linear"]["peak_memory_mb"]  # activations kept for backward
-    assert rows["adapter r=7"]["infer_merged_times"] is None  # cannot merge
+    assert rows[adapter]["infer_merged_times"] is None  # cannot merge
     assert rows["lora r=8"]["merged_max_abs_diff"] < 1e-4
     names = [t["name"] for t in vit_result["targets"]]
     assert names[:2] == ["hora r=8 / lora r=8 train step", "lora r=8 / floor train step"]

@@ -1,7 +1,8 @@
 """HoRA as a peft tuner: identity at init, merging, saving/loading, closed-form counts, cross-head coupling.
 
 Tiny random models only (no downloads): a timm ViT with fused qkv, Dinov2 (q_proj/v_proj), BERT (query/value)
-and a Llama with grouped-query attention (4 query heads, 2 kv heads, q/k/v adapted).
+and a Llama with grouped-query attention (4 query heads, 2 kv heads, q/k/v adapted); a Llama causal LM also takes
+plain LoRA on its MLP up/down projections (`lora_modules`).
 """
 
 import os
@@ -16,7 +17,7 @@ import torch
 from peft import PeftModel, get_peft_model
 from peft.utils import PeftType
 from safetensors.torch import load_file
-from transformers import BertConfig, BertModel, Dinov2Config, Dinov2Model, LlamaConfig, LlamaModel
+from transformers import BertConfig, BertModel, Dinov2Config, Dinov2Model, LlamaConfig, LlamaForCausalLM, LlamaModel
 
 from peftbench.methods.hora import HoraConfig, HoraLayer, HoraModel, hora_parameter_count
 
@@ -77,7 +78,9 @@ def build(arch, **overrides):
 
 def run(model, inputs):
     out = model(**inputs)
-    return out if torch.is_tensor(out) else out.last_hidden_state
+    if torch.is_tensor(out):
+        return out
+    return out.logits if "logits" in out else out.last_hidden_state
 
 
 def train(model, inputs, steps=3):
@@ -254,7 +257,7 @@ def test_vit_small_count_against_lora():
     lora = hora_parameter_count(HoraConfig(r=8, num_attention_heads=6, share="none"), vit_s)
     assert lora["total"] == 147_456  # LoRA r=8 on q and v of 12 blocks of width 384
     assert 80_000 < hora["total"] < 100_000  # the spec's "about 93k"
-    assert hora == {"seeds": 36_864, "generator": 16_320, "heads": 36_864, "total": 90_048}
+    assert hora == {"seeds": 36_864, "generator": 16_320, "heads": 36_864, "lora": 0, "total": 90_048}
 
 
 def test_second_adapter_and_generator_trainability():
@@ -283,6 +286,10 @@ def test_second_adapter_and_generator_trainability():
         {"num_attention_heads": 4, "r": 0},
         {"num_attention_heads": 4, "targets": ["q", "o"]},
         {"num_attention_heads": 4, "role_names": {"qkv": "fused"}},
+        {"num_attention_heads": 4, "lora_modules": "up_proj"},  # a string, not a list of names
+        {"num_attention_heads": 4, "lora_modules": [1]},
+        {"num_attention_heads": 4, "lora_modules": ["mlp.up_proj"]},  # a path, not a last name component
+        {"num_attention_heads": 4, "lora_modules": ["up_proj", "q_proj"]},  # q_proj is an attention role
     ],
 )
 def test_config_validation(kwargs):
@@ -339,3 +346,183 @@ def test_generator_runs_once_per_forward_and_block(arch):
     for name, p in model.named_parameters():
         if p.requires_grad:
             torch.testing.assert_close(p.grad, cached[name], atol=1e-6, rtol=1e-5)
+
+
+# --- plain LoRA on the MLP projections (lora_modules) of a Llama causal LM ---
+
+MLP_LORA = ["up_proj", "down_proj"]
+
+
+def build_lm(**overrides):
+    """(base, adapted copy, inputs): a tiny Llama LM, HoRA on q, k, v and plain LoRA on up/down unless overridden."""
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=16,
+    )
+    model = LlamaForCausalLM(config).eval()
+    base = copy.deepcopy(model)
+    options = {"num_attention_heads": 4, "num_key_value_heads": 2, "targets": ["q", "k", "v"], "lora_modules": MLP_LORA}
+    hora = HoraConfig(**{**options, **overrides})
+    return base, get_peft_model(model, hora), {"input_ids": torch.randint(0, 64, (2, 7))}
+
+
+def mlp_lora_layers(model):
+    return {n: m for n, m in model.named_modules() if isinstance(m, HoraLayer) and n.rsplit(".", 1)[-1] in MLP_LORA}
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_mlp_lora_identity_at_init_and_closed_form_count(variant):
+    base, model, inputs = build_lm(**variant)
+    layers = mlp_lora_layers(model)
+    assert sorted(n.split("layers.", 1)[1] for n in layers) == [
+        "0.mlp.down_proj", "0.mlp.up_proj", "1.mlp.down_proj", "1.mlp.up_proj"
+    ]
+    assert not isinstance(model.base_model.model.model.layers[0].mlp.gate_proj, HoraLayer)
+    for layer in layers.values():
+        assert layer.hora_layout["default"] == {"lora": (0, layer.out_features, 1)}
+        assert not layer.hora_generator and "default" not in layer.hora_proj_B  # no generator, no projections
+        assert not layer.hora_B["default"]["lora"].any()  # zero B: identity at init
+    if variant["share"] != "none":  # only the attention blocks have generators
+        assert sorted(model.base_model.hora_generators["default"]) == [
+            "model-layers-0-self_attn", "model-layers-1-self_attn"
+        ]
+    with torch.no_grad():
+        assert torch.equal(run(model, inputs), run(base, inputs))
+
+    config = model.peft_config["default"]
+    count = hora_parameter_count(config, base)
+    assert count["total"] == trainable(model) > 0
+    assert hora_parameter_count(config, model) == count  # also on the wrapped model
+    # plain LoRA's r (d_in + d_out), here from the base weights' shapes: up 64 -> 128, down 128 -> 64, two layers
+    expected = sum(
+        config.r * sum(m.weight.shape) for n, m in base.named_modules() if n.endswith(("mlp.up_proj", "mlp.down_proj"))
+    )
+    assert count["lora"] == expected == 4 * 8 * (64 + 128)
+    mlp_trainable = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and ".mlp." in n)
+    assert mlp_trainable == expected
+    # the attention part is untouched by lora_modules
+    attention_only = hora_parameter_count(HoraConfig(**{**variant, **_llama()[1]}), base)
+    assert {k: v for k, v in count.items() if k not in ("lora", "total")} == {
+        k: v for k, v in attention_only.items() if k not in ("lora", "total")
+    }
+    assert count["total"] - attention_only["total"] == expected
+
+
+@pytest.mark.parametrize("names, d_in, d_out", [(["up_proj"], 64, 128), (["down_proj"], 128, 64)])
+def test_mlp_lora_count_of_one_projection(names, d_in, d_out):
+    """One projection at a time: up and down together would hide a count that confuses d_in and d_out."""
+    base, model, _ = build_lm(lora_modules=names, share="none")
+    count = hora_parameter_count(model.peft_config["default"], base)
+    assert count["lora"] == 2 * 8 * (d_in + d_out)  # two layers, r = 8
+    assert count["total"] == trainable(model)
+
+
+@pytest.mark.parametrize(
+    "variant", [{}, {"share": "none"}, {"seeds": "separate"}, {"init_weights": False}],
+    ids=["default", "none", "sep", "random-init"],
+)
+def test_mlp_lora_train_then_merge(variant):
+    base, model, inputs = build_lm(**variant)
+    if variant.get("init_weights") is False:
+        with torch.no_grad():
+            assert (run(model, inputs) - run(base, inputs)).abs().max() > 1e-4  # random B: not the identity
+    before = {n: m.hora_A["default"]["lora"].detach().clone() for n, m in mlp_lora_layers(model).items()}
+    train(model, inputs)
+    for name, layer in mlp_lora_layers(model).items():  # training moved the MLP factors
+        assert not torch.equal(layer.hora_A["default"]["lora"], before[name])
+        assert layer.hora_B["default"]["lora"].abs().max() > 0
+    with torch.no_grad():
+        adapted = run(model, inputs)
+        assert (adapted - run(base, inputs)).abs().max() > 1e-4
+        up = model.base_model.model.model.layers[0].mlp.up_proj
+        x = torch.randn(3, 64)
+        delta = up(x) - up.base_layer(x)
+        weight = up.base_layer.weight.clone()
+        model.merge_adapter()
+        torch.testing.assert_close(up.base_layer.weight - weight, up.get_delta_weight("default"))
+        torch.testing.assert_close(x @ (up.base_layer.weight - weight).T, delta, atol=1e-5, rtol=0)
+        torch.testing.assert_close(run(model, inputs), adapted, atol=1e-5, rtol=0)
+        model.unmerge_adapter()
+        torch.testing.assert_close(up.base_layer.weight, weight, atol=1e-6, rtol=0)
+        torch.testing.assert_close(run(model, inputs), adapted, atol=1e-5, rtol=0)
+        merged = model.merge_and_unload()
+        assert not any(isinstance(m, HoraLayer) for m in merged.modules())
+        torch.testing.assert_close(run(merged, inputs), adapted, atol=1e-5, rtol=0)
+
+
+def test_mlp_lora_is_plain_lora():
+    """The update of a lora_modules Linear is (alpha / r) B A with B: d_out x r, A: r x d_in."""
+    _, model, _ = build_lm(alpha=16, init_weights=False)
+    down = model.base_model.model.model.layers[1].mlp.down_proj
+    A, B = down.hora_A["default"]["lora"], down.hora_B["default"]["lora"]
+    assert (A.shape, B.shape) == ((8, 128), (1, 64, 8))
+    x = torch.randn(2, 5, 128)
+    with torch.no_grad():
+        expected = down.base_layer(x) + 2.0 * x @ A.T @ B[0].T
+        torch.testing.assert_close(down(x), expected, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("variant", [{}, {"share": "none"}], ids=["default", "none"])
+def test_mlp_lora_save_and_load(variant, tmp_path):
+    base, model, inputs = build_lm(**variant)
+    fresh = copy.deepcopy(base)
+    train(model, inputs)
+    model.save_pretrained(tmp_path)
+    saved = load_file(tmp_path / "adapter_model.safetensors")
+    assert sum(v.numel() for v in saved.values()) == trainable(model)
+    assert sum(".mlp." in k for k in saved) == 2 * 2 * 2  # A and B of up and down in both layers
+    loaded = PeftModel.from_pretrained(fresh, tmp_path)
+    assert loaded.peft_config["default"].lora_modules == MLP_LORA
+    assert len(mlp_lora_layers(loaded)) == 4
+    with torch.no_grad():
+        assert torch.equal(run(loaded, inputs), run(model, inputs))
+
+
+def test_mlp_lora_gradients():
+    _, model, inputs = build_lm()
+    layers = mlp_lora_layers(model)
+    run(model, inputs).square().mean().backward()
+    for layer in layers.values():  # B starts at zero: B gets a gradient, A none yet (as LoRA)
+        assert layer.hora_B["default"]["lora"].grad.abs().sum() > 0
+        assert not layer.hora_A["default"]["lora"].grad.any()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p -= 0.1 * p.grad
+    model.zero_grad()
+    run(model, inputs).square().mean().backward()
+    for layer in layers.values():  # once B is non-zero, A trains too
+        assert layer.hora_A["default"]["lora"].grad.abs().sum() > 0
+
+
+def test_mlp_lora_with_explicit_target_modules():
+    paths = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.up_proj", "mlp.down_proj"]
+    _, derived, inputs = build_lm()
+    base, explicit, _ = build_lm(target_modules=paths)
+    assert "up_proj" in derived.peft_config["default"].target_modules  # derived targets include lora_modules
+    assert mlp_lora_layers(explicit).keys() == mlp_lora_layers(derived).keys()
+    assert hora_parameter_count(explicit.peft_config["default"], base) == hora_parameter_count(
+        derived.peft_config["default"], base
+    )
+    assert trainable(explicit) == trainable(derived)
+    # without lora_modules, an explicitly targeted MLP projection has no role: rejected as before
+    with pytest.raises(ValueError, match="attention projections only"):
+        build_lm(target_modules=paths, lora_modules=None)
+
+
+@pytest.mark.parametrize("target", ["o_proj", "gate_proj"])
+def test_module_neither_attention_nor_lora_is_rejected(target):
+    with pytest.raises(ValueError, match="attention projections only"):
+        build_lm(target_modules=["q_proj", "up_proj", target])
+
+
+def test_lora_modules_config_round_trip(tmp_path):
+    config = HoraConfig(num_attention_heads=4, lora_modules=("up_proj", "down_proj"))
+    assert config.lora_modules == ["up_proj", "down_proj"]
+    assert {"up_proj", "down_proj", "q_proj", "v_proj"} <= set(config.target_modules)
+    assert "k_proj" not in config.target_modules
+    config.save_pretrained(tmp_path)
+    loaded = HoraConfig.from_pretrained(tmp_path)
+    assert loaded.lora_modules == ["up_proj", "down_proj"]
+    assert set(loaded.target_modules) == set(config.target_modules)

@@ -19,7 +19,7 @@ def record(suite, task, group, method, seed, metric_value, *, metric="accuracy",
            trainable=147_456, fraction=1.0, trials=4, seeds=2, size=None, **extra):
     return {
         "run_id": uuid.uuid4().hex, "spec_key": uuid.uuid4().hex, "suite": suite, "task": task, "group": group,
-        "method": method, "backbone": backbone, "budget": "lora:r=8", "budget_reached": 1,
+        "method": method, "backbone": backbone, "budget": "lora:r=8", "budget_params": 147_456, "budget_reached": 1,
         "size": {"r": 8} if size is None else size, "trainable_params": trainable, "head_params": 3_850,
         "total_params": 22_056_576, "hparams": {"lr": 1e-3, "weight_decay": 1e-4},
         "settings": {"backbone": backbone, "image_size": 56, "epochs": 3, "batch_size": 32, "trials": trials,
@@ -72,7 +72,7 @@ def test_vtab_table_group_means_bold_and_reference_rows(vtab_store, tmp_path):
     assert lora[3].startswith("**60.5") and not hora[3].startswith("**")
     assert hora[9].startswith("**") and hora[10].startswith("**")
     # fewer trainable parameters and more samples/s are better
-    assert lora[11] == "**0.147M (0.669%)**" and hora[11] == "0.149M (0.675%)"
+    assert lora[11] == "**0.147M (100.0%)**" and hora[11] == "0.149M (101.0%)"  # % of the budget
     assert lora[12] == "**80**" and hora[12] == "70"
     assert lora[13] == hora[13] == "250"  # every row equal: no best to bold
     # reference rows: below the rule row, labelled with their source, never bold
@@ -149,3 +149,25 @@ def test_reference_file_keeps_its_sources():
     vtab_lora = {r.task: r.value for r in rows if r.suite == "vtab" and r.reported_as == "LoRA"}
     assert len(vtab_lora) == 19 and vtab_lora["cifar"] == pytest.approx(0.671)
     assert re.fullmatch(r"timm:vit_base_patch16_224\.augreg_in21k", next(r.backbone for r in rows if r.suite == "vtab"))
+
+
+def test_untuned_rows_say_so_with_each_methods_learning_rate_and_a_short_budget_is_marked(store_path):
+    store = Store(store_path)
+    store.add(record("quick", "digits", "", "lora", 0, 0.9, trials=0,
+                     hparams={"lr": 1e-3, "weight_decay": 1e-4, "head_lr": 1e-3}))
+    store.add(record("quick", "digits", "", "hora", 0, 0.9, trials=0, trainable=140_000, budget_reached=0,
+                     hparams={"lr": 3e-3, "weight_decay": 1e-4, "head_lr": 1e-3}))
+    text = render(store)
+    assert "**untuned**" in text and "lr hora 0.003, lora 0.001; head lr 0.001 for every method" in text
+    rows = table_rows(text, "quick on dinov2-s")
+    assert rows[1][0] == "hora †" and rows[1][4] == "**0.140M (94.9%)**"
+    assert "† cannot land within 1% of the budget" in text
+
+
+def test_tuned_rows_name_the_shared_search_space(vtab_store):
+    text = render(vtab_store)
+    assert "each method's lr searched a decade either side of its own default" in text  # no head_lr: older runs
+    vtab_store.add(record("quick", "digits", "", "lora", 0, 0.9,
+                          hparams={"lr": 2e-3, "weight_decay": 1e-4, "head_lr": 5e-3}))
+    text = render(vtab_store).split("## quick")[1]
+    assert "one search space shared by every method (lr and head lr log-uniform in [1e-05, 0.1]" in text

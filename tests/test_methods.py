@@ -94,3 +94,19 @@ def test_k_stays_frozen_on_timm_vit(name):
     adapted_layers = {n for n, p in adapted.named_parameters() if p.requires_grad}
     assert adapted_layers and not any(".qkv.k." in n for n in adapted_layers)
     assert any(".qkv.q." in n for n in adapted_layers) and any(".qkv.v." in n for n in adapted_layers)
+
+
+@pytest.mark.parametrize("name", ["lora", "dora", "vera", "hora"])
+def test_every_method_adapts_the_recipes_targets(name):
+    """q, k, v, up and down on a Llama by default; HoRA gives the MLP plain LoRA of its rank."""
+    from dataclasses import replace
+
+    method = methods().loaded[name]()
+    llama = load_backbone("tiny-llama")
+    everything = {"q_proj", "k_proj", "v_proj", "up_proj", "down_proj"}
+    for targets, suffixes in ((None, everything), (("q", "v"), {"q_proj", "v_proj"})):
+        backbone = replace(llama, targets=targets or ())
+        adapted = method.apply(copy.deepcopy(backbone), {"r": 4}, method.defaults)
+        wrapped = {n.rsplit(".", 1)[-1] for n, m in adapted.named_modules() if hasattr(m, "base_layer")}
+        assert wrapped == suffixes, (name, targets)
+        assert sum(p.numel() for p in adapted.parameters() if p.requires_grad) == method.count(backbone, {"r": 4})

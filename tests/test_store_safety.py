@@ -22,7 +22,9 @@ def test_a_version_1_store_migrates_forward_and_keeps_its_runs(tmp_path):
     path = tmp_path / "old.db"
     engine = create_engine(f"sqlite:///{path}")
     old = MetaData()
-    runs.to_metadata(old)  # version 1: the same runs table, no claims table
+    # version 1: the runs table without the columns later versions added, and no claims table
+    Table("runs", old, *(Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+                         for c in runs.columns if c.name != "budget_params"))
     Table("peftbench_meta", old, Column("key", String(64), primary_key=True), Column("value", String(256)))
     old.create_all(engine)
     with engine.begin() as conn:
@@ -35,8 +37,8 @@ def test_a_version_1_store_migrates_forward_and_keeps_its_runs(tmp_path):
     with store.engine.connect() as conn:
         assert inspect(conn).has_table("claims")
         assert conn.execute(meta.select()).all() == [("schema_version", str(SCHEMA_VERSION))]
-    store.add(record(2))
-    assert len(store.records()) == 2
+    store.add({**record(2), "budget_params": 147_456})
+    assert [r["budget_params"] for r in store.records()] == [None, 147_456]  # the old row keeps NULL
 
 
 def _write_many(path, prefix, n):

@@ -45,10 +45,13 @@ def test_trials_see_val_only_and_the_best_one_is_retrained_with_each_seed(tuned)
         assert r["status"] in ("ok", "pruned") and r["test_metric"] is None
         assert len(r["details"]["val_curve"]) == 2  # scored after each epoch; pruning waits for the second
         assert r["val_metric"] == r["details"]["val_curve"][-1]
-        assert 1e-4 <= r["hparams"]["lr"] <= 1e-2  # a decade either side of LoRA's 1e-3
+        assert r["settings"]["targets"] == ["q", "v"] and r["budget_params"] == 4096
+        assert tuning.LEARNING_RATE[0] <= r["hparams"]["lr"] <= tuning.LEARNING_RATE[1]
+        assert tuning.LEARNING_RATE[0] <= r["hparams"]["head_lr"] <= tuning.LEARNING_RATE[1]
     assert len({r["hparams"]["lr"] for r in trials}) == 3
     first = next(r for r in trials if r["details"]["slot"] == 0)
-    assert first["hparams"] == LoRA.defaults  # the literature defaults are always a candidate
+    # the literature defaults, and the head's shared default, are always a candidate
+    assert first["hparams"] == {**LoRA.defaults, "head_lr": tuning.HEAD_LR}
     best = max((r for r in trials if r["status"] == "ok"), key=lambda r: r["val_metric"])
     for r in finals:
         assert r["hparams"] == best["hparams"] and r["details"]["selected"]["slot"] == best["details"]["slot"]
@@ -86,7 +89,7 @@ def test_no_trials_means_the_literature_defaults(tmp_path):
     store = str(tmp_path / "r.db")
     assert main(["run", "--methods", "lora", "--trials", "0", "--seeds", "1", "--store", store, *TINY]) == 0
     (record,) = Store(store).records()
-    assert record["phase"] == "final" and record["hparams"] == LoRA.defaults
+    assert record["phase"] == "final" and record["hparams"] == {**LoRA.defaults, "head_lr": tuning.HEAD_LR}
     assert record["details"]["selected"] == {"by": "defaults"}
     assert not studies(store)
 
@@ -134,9 +137,71 @@ def test_best_respects_the_direction_and_skips_unfinished_trials():
 
 def test_a_slot_samples_the_same_configuration_whatever_came_before():
     study = optuna.create_study()
-    first = tuning.search_space(LoRA(), tuning.ask(study, "s", 3, trials=10, defaults=LoRA.defaults))
+    first = tuning.search_space(LoRA(), tuning.ask(study, "s", 3, trials=10, defaults=LoRA.defaults), True)
     study.ask()  # a trial in between, as a crashed worker leaves behind
-    again = tuning.search_space(LoRA(), tuning.ask(study, "s", 3, trials=10, defaults=LoRA.defaults))
+    again = tuning.search_space(LoRA(), tuning.ask(study, "s", 3, trials=10, defaults=LoRA.defaults), True)
     assert first == again
-    other = tuning.search_space(LoRA(), tuning.ask(study, "s", 4, trials=10, defaults=LoRA.defaults))
+    other = tuning.search_space(LoRA(), tuning.ask(study, "s", 4, trials=10, defaults=LoRA.defaults), True)
     assert other != first
+
+
+def test_every_built_in_method_is_tuned_over_the_same_shared_space():
+    spaces = {name: tuning.describe_space(cls()) for name, cls in registry.methods().loaded.items()}
+    shared = {k: spaces["lora"][k] for k in ("lr", "weight_decay", "head_lr")}
+    for name, space in spaces.items():
+        assert all(space[k] == v for k, v in shared.items() if k in space), name
+        assert "head_lr" in space and "weight_decay" in space and ("lr" in space) == (name != "linear")
+    # (the linear probe trains nothing in the backbone: the head's lr is its only step)
+    low, high = tuning.LEARNING_RATE
+    for name, cls in registry.methods().loaded.items():  # a decade either side of every published default
+        if "lr" in cls.defaults:
+            assert low * 10 <= cls.defaults["lr"] <= high / 10, name
+
+
+def test_the_head_trains_at_its_own_learning_rate():
+    import torch
+
+    from peftbench.train import Classifier, TrainConfig, param_groups
+
+    model = Classifier(torch.nn.Linear(4, 3), 3, 2)
+    groups = param_groups(model, TrainConfig(epochs=1, batch_size=1, lr=1e-4, head_lr=1e-2, weight_decay=0, seed=0))
+    assert [(g["lr"], sum(p.numel() for p in g["params"])) for g in groups] == [(1e-4, 15), (1e-2, 8)]
+
+
+class ReadLog:
+    """A test split that notes which phase read it."""
+
+    def __init__(self, data):
+        self.data, self.phase, self.reads = data, None, []
+
+    def __len__(self):
+        self.reads.append(self.phase)
+        return len(self.data)
+
+    def __getitem__(self, i):
+        self.reads.append(self.phase)
+        return self.data[i]
+
+
+def test_only_final_runs_read_the_test_split(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from peftbench.runner import RunOptions, Sweep
+
+    sweep = Sweep("lora,linear", "quick/digits", RunOptions(backbone="tiny-dinov2", image_size=28, epochs=1, trials=2,
+                                                           seeds=1, progress=False))
+    cells = sweep.plan()
+    test = ReadLog(sweep.splits["quick/digits"].test)
+    sweep.splits["quick/digits"] = replace(sweep.splits["quick/digits"], test=test)
+    for phase in ("tune", "final"):
+        def traced(self, *args, original=getattr(Sweep, phase), phase=phase):
+            test.phase = phase
+            try:
+                return original(self, *args)
+            finally:
+                test.phase = None
+        monkeypatch.setattr(Sweep, phase, traced)
+    records = sweep.run(Store(str(tmp_path / "r.db")), cells)
+    assert sorted(r["phase"] for r in records) == ["final"] * 2 + ["tune"] * 4
+    assert all(r["status"] == "ok" for r in records)
+    assert set(test.reads) == {"final"}  # read, and by final runs alone

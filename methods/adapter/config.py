@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from peft.config import PeftConfig
+from peft.utils.other import get_pattern_key
 
 from peftbench.peft_types import extend_peft_type
 
@@ -39,6 +41,11 @@ class BottleneckConfig(PeftConfig):
 
     Args:
         r: bottleneck width.
+        rank_pattern: module name or regex -> width for the modules that differ from ``r``, matched
+            exactly as LoRA's ``rank_pattern`` (peft's ``get_pattern_key``: a key matches a module whose
+            name it fully matches, either whole or as a suffix after a ``.``; the first matching key
+            wins), e.g. ``{"blocks.0.attn.proj": 9, "^blocks.1[01].mlp.fc2": 7}``. Per-module widths
+            let a parameter budget be met far more finely than one width for every module.
         style: "houlsby" (after attention and MLP outputs) or "pfeiffer" (after the MLP output only).
             Recorded for bookkeeping; which modules are adapted is decided by ``target_modules``
             alone (see ``bottleneck_targets``).
@@ -52,6 +59,10 @@ class BottleneckConfig(PeftConfig):
     """
 
     r: int = field(default=8, metadata={"help": "Bottleneck width."})
+    rank_pattern: Optional[dict[str, int]] = field(
+        default_factory=dict,
+        metadata={"help": "Module name or regex -> bottleneck width, for modules whose width differs from `r`."},
+    )
     style: str = field(default="houlsby", metadata={"help": f"One of {STYLES}."})
     activation: str = field(default="relu", metadata={"help": f"One of {ACTIVATIONS}."})
     scaling: float = field(default=1.0, metadata={"help": "Factor on the adapter output."})
@@ -83,6 +94,14 @@ class BottleneckConfig(PeftConfig):
             self.exclude_modules = set(self.exclude_modules)
         if not (isinstance(self.r, int) and self.r > 0):
             raise ValueError(f"`r` must be a positive integer, got {self.r!r}.")
+        self.rank_pattern = dict(self.rank_pattern or {})
+        for key, width in self.rank_pattern.items():
+            if not (isinstance(width, int) and not isinstance(width, bool) and width > 0):
+                raise ValueError(f"`rank_pattern` widths must be positive integers, got {key!r}: {width!r}.")
+            try:
+                re.compile(key)
+            except (TypeError, re.error) as err:
+                raise ValueError(f"`rank_pattern` keys must be module names or regexes, got {key!r}: {err}.") from None
         if self.style not in STYLES:
             raise ValueError(f"`style` must be one of {STYLES}, got {self.style!r}.")
         if self.activation not in ACTIVATIONS:
@@ -95,3 +114,11 @@ class BottleneckConfig(PeftConfig):
             raise ValueError("`layers_to_transform` and `layers_pattern` cannot be used when `target_modules` is a str.")
         if self.layers_pattern and self.layers_to_transform is None:
             raise ValueError("When `layers_pattern` is specified, `layers_to_transform` must also be specified.")
+
+    def width(self, module_name: str) -> int:
+        """Bottleneck width of the module at ``module_name`` (relative to the base model), as LoRA resolves ranks.
+
+        Both injection and ``bottleneck_parameter_count`` go through here, so the count cannot drift from the
+        layers actually built.
+        """
+        return self.rank_pattern.get(get_pattern_key(self.rank_pattern.keys(), module_name), self.r)

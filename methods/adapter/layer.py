@@ -42,8 +42,10 @@ class BottleneckLayer(BaseTunerLayer):
             raise TypeError(f"Bottleneck adapters wrap nn.Linear output projections, got {type(base_layer).__name__}.")
         self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
 
-    def update_layer(self, adapter_name: str, config: BottleneckConfig, **kwargs) -> None:
-        d, r = self.out_features, config.r
+    def update_layer(self, adapter_name: str, config: BottleneckConfig, r: Optional[int] = None, **kwargs) -> None:
+        """Add adapter ``adapter_name`` of width ``r``, the module's own width resolved by the tuner from
+        ``config.rank_pattern`` (``config.r`` when not given)."""
+        d, r = self.out_features, config.r if r is None else r
         self.bottleneck_r[adapter_name] = r
         self.bottleneck_scaling[adapter_name] = config.scaling
         self.bottleneck_activation[adapter_name] = config.activation
@@ -70,11 +72,13 @@ class BottleneckLayer(BaseTunerLayer):
 class BottleneckLinear(nn.Module, BottleneckLayer):
     """``y = base(x); y + scaling * up(dropout(act(down(y))))``: a sequential adapter after the sublayer."""
 
-    def __init__(self, base_layer: nn.Module, adapter_name: str, config: BottleneckConfig, **kwargs) -> None:
+    def __init__(
+        self, base_layer: nn.Module, adapter_name: str, config: BottleneckConfig, r: Optional[int] = None, **kwargs
+    ) -> None:
         super().__init__()
         BottleneckLayer.__init__(self, base_layer, **kwargs)
         self._active_adapter = adapter_name
-        self.update_layer(adapter_name, config)
+        self.update_layer(adapter_name, config, r=r)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         y = self.base_layer(x, *args, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from peft import PeftModel
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, check_target_module_exists
 from torch import nn
 
@@ -32,10 +33,11 @@ class BottleneckModel(BaseTuner):
     def _create_and_replace(
         self, config, adapter_name, target, target_name, parent, current_key, **optional_kwargs
     ) -> None:
+        r = config.width(current_key)  # current_key: the module's full name in the base model, as for LoRA
         if isinstance(target, BottleneckLayer):
-            target.update_layer(adapter_name, config)
+            target.update_layer(adapter_name, config, r=r)
             return
-        new_module = BottleneckLinear(target, adapter_name, config)
+        new_module = BottleneckLinear(target, adapter_name, config, r=r)
         if adapter_name not in self.active_adapters:
             # an additional adapter is not trainable until it is activated
             new_module.requires_grad_(False)
@@ -47,14 +49,19 @@ class BottleneckModel(BaseTuner):
 
 
 def bottleneck_parameter_count(config: BottleneckConfig, model: nn.Module) -> int:
-    """Trainable parameters the config adds to ``model``: ``2*d*r + r + d`` per targeted Linear of width d.
+    """Trainable parameters the config adds to ``model``: ``2*d*w + w + d`` per targeted Linear of width d,
+    with w the module's width (``config.rank_pattern``, else ``config.r``).
 
     Computed from the config and the target shapes alone, so it can size a budget before injection;
-    ``model`` may be the base model or one that already carries bottleneck layers.
+    ``model`` may be the base model or one that already carries bottleneck layers (also wrapped in a
+    PeftModel, whose name prefix is dropped so that anchored patterns match as they did at injection).
     """
     if config.target_modules is None:
         raise ValueError("BottleneckConfig needs `target_modules` to count its parameters.")
-    r = config.r
+    if isinstance(model, PeftModel):
+        model = model.base_model
+    if isinstance(model, BaseTuner):
+        model = model.model
     tuner_names = [n for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
     total = 0
     for name, module in model.named_modules():
@@ -63,6 +70,6 @@ def bottleneck_parameter_count(config: BottleneckConfig, model: nn.Module) -> in
         if isinstance(module, BaseTunerLayer):
             module = module.get_base_layer()
         if isinstance(module, nn.Linear) and check_target_module_exists(config, name):
-            d = module.out_features
-            total += 2 * d * r + r + d
+            d, w = module.out_features, config.width(name)
+            total += 2 * d * w + w + d
     return total

@@ -13,6 +13,7 @@ HORA = extend_peft_type("hora")
 
 ROLES = ("q", "k", "v")
 FUSED = "qkv"  # one Linear holding Q, K and V rows, in that order
+LORA = "lora"  # the role of a `lora_modules` Linear: one "head" spanning all its rows, no generator
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "identity")
 
 # Last component of a module name -> the attention projection it computes.
@@ -36,7 +37,8 @@ class HoraConfig(PeftConfig):
     Each adapted attention layer owns one generator, shared by all its heads and by its Q, K and V targets:
     trainable seeds (`A_seed`: r x d_in, one `B_seed_i`: d_h x r per head), MLPs `g_A`, `g_B` and, per target t,
     output projections `P_A^t`, `P_B^t` (r x r). Then `A^t = P_A^t g_A(A_seed)`, `B^t_i = P_B^t g_B(B_seed_i)`,
-    `B^t = [B^t_1; ...; B^t_n]` and `W_t x` becomes `W_t x + (alpha / r) B^t A^t x`.
+    `B^t = [B^t_1; ...; B^t_n]` and `W_t x` becomes `W_t x + (alpha / r) B^t A^t x`. Linears named in
+    `lora_modules` (e.g. a LLaMA MLP's up/down projections) take plain LoRA instead: they have no heads to couple.
 
     Args:
         r (`int`): rank of the update of every target. Defaults to 8.
@@ -64,8 +66,14 @@ class HoraConfig(PeftConfig):
             modules it selects the row blocks to adapt; a matched separate module must have a role in it.
         role_names (`dict[str, str]`): last module-name component -> role (q, k, v or qkv for a fused projection
             with rows [Q; K; V]). Defaults cover timm `qkv`, `q_proj/k_proj/v_proj` and `query/key/value`.
+        lora_modules (`list[str]`, *optional*): last module-name components (e.g. `["up_proj", "down_proj"]`) of
+            Linears that take a plain LoRA update `(alpha / r) B A` of the same rank: a free A (r x d_in) and a free B
+            (d_out x r, zero when `init_weights`), with no generator and no heads, whatever `share` and `seeds` say
+            (the spec lets the MLP projections of LLaMA-style models take plain LoRA). Must not name a key of
+            `role_names`.
         target_modules (`Union[list[str], str]`, *optional*): modules to adapt; None selects every module whose
-            name has a role in `role_names` that is in `targets`, plus the fused ones.
+            name has a role in `role_names` that is in `targets`, plus the fused ones and the `lora_modules`. A matched
+            module whose last name component is in `lora_modules` takes plain LoRA.
         exclude_modules (`Union[list[str], str]`, *optional*): modules not to adapt.
         modules_to_save (`list[str]`, *optional*): extra modules to train and save (e.g. a classifier head).
         init_weights (`bool`): True (default) starts the B-side at zero, so the adapted model equals the base model;
@@ -88,8 +96,12 @@ class HoraConfig(PeftConfig):
         default_factory=lambda: dict(DEFAULT_ROLE_NAMES),
         metadata={"help": "Module name -> role (q, k, v or qkv)."},
     )
+    lora_modules: Optional[list[str]] = field(
+        default=None, metadata={"help": "Last module-name components that take plain LoRA (e.g. MLP projections)."}
+    )
     target_modules: Optional[Union[list[str], str]] = field(
-        default=None, metadata={"help": "Modules to adapt; None derives them from targets and role_names."}
+        default=None,
+        metadata={"help": "Modules to adapt; None derives them from targets, role_names and lora_modules."},
     )
     exclude_modules: Optional[Union[list[str], str]] = field(default=None, metadata={"help": "Modules to skip."})
     modules_to_save: Optional[list[str]] = field(default=None, metadata={"help": "Extra modules to train and save."})
@@ -100,9 +112,11 @@ class HoraConfig(PeftConfig):
         self.peft_type = HORA
         self._validate()
         self.targets = [role for role in ROLES if role in self.targets]  # canonical order
+        self.lora_modules = list(self.lora_modules) if self.lora_modules else None
         if self.target_modules is None:
             self.target_modules = sorted(
-                name for name, role in self.role_names.items() if role in self.targets or role == FUSED
+                [name for name, role in self.role_names.items() if role in self.targets or role == FUSED]
+                + (self.lora_modules or [])
             )
         elif isinstance(self.target_modules, (list, tuple)):
             self.target_modules = set(self.target_modules)
@@ -145,6 +159,18 @@ class HoraConfig(PeftConfig):
         bad = {name: role for name, role in self.role_names.items() if role not in (*ROLES, FUSED)}
         if bad:
             raise ValueError(f"HoraConfig.role_names values must be one of {(*ROLES, FUSED)}, got {bad}")
+        if self.lora_modules is not None:
+            # a bare string would be read letter by letter; a dotted name would never equal a last component
+            if not isinstance(self.lora_modules, (list, tuple)) or not all(
+                isinstance(name, str) and name and "." not in name for name in self.lora_modules
+            ):
+                raise ValueError(
+                    "HoraConfig.lora_modules must be a list of last module-name components such as 'up_proj', "
+                    f"got {self.lora_modules!r}"
+                )
+            clash = sorted(set(self.lora_modules) & set(self.role_names))
+            if clash:
+                raise ValueError(f"HoraConfig.lora_modules {clash} are attention projections in role_names")
 
     @property
     def kv_heads(self) -> int:
@@ -153,9 +179,14 @@ class HoraConfig(PeftConfig):
     def layout(self, module_name: str, out_features: int) -> tuple[int, dict[str, tuple[int, int, int]]]:
         """Head width and adapted row blocks `{role: (first_row, end_row, n_heads)}` of one target Linear.
 
-        Shared by the tuner (to build layers) and the closed-form count, so both see the same geometry.
+        Shared by the tuner (to build layers) and the closed-form count, so both see the same geometry. A
+        `lora_modules` Linear is one block `{"lora": (0, out_features, 1)}` with head_dim = out_features: without a
+        generator, the free A and per-head B of MH-LoRA are then exactly plain LoRA.
         """
-        role = self.role_names.get(module_name.rsplit(".", 1)[-1])
+        last = module_name.rsplit(".", 1)[-1]
+        if last in (self.lora_modules or ()):
+            return out_features, {LORA: (0, out_features, 1)}
+        role = self.role_names.get(last)
         heads = {"q": self.num_attention_heads, "k": self.kv_heads, "v": self.kv_heads}
         if role == FUSED:
             total_heads = sum(heads.values())
@@ -182,6 +213,6 @@ class HoraConfig(PeftConfig):
                 )
             return head_dim, {role: (0, out_features, heads[role])}
         raise ValueError(
-            f"HoRA adapts attention projections only; {module_name!r} has no role in role_names "
-            f"(known names: {sorted(self.role_names)})"
+            f"HoRA adapts attention projections only, plus plain LoRA on lora_modules; {module_name!r} has no role "
+            f"in role_names (known names: {sorted(self.role_names)}) and is not in {self.lora_modules=}"
         )

@@ -1,4 +1,5 @@
-"""HoRA layers: the per-block generator and the tuner layer wrapping a q/k/v (or fused qkv) Linear."""
+"""HoRA layers: the per-block generator and the tuner layer wrapping a q/k/v (or fused qkv) Linear, or a plain-LoRA
+one (`lora_modules`)."""
 
 from __future__ import annotations
 
@@ -141,11 +142,12 @@ def _group_heads(codes: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 
 class HoraLayer(BaseTunerLayer):
-    """HoRA state of one target Linear; per adapter and per role (q, k, v) it owns:
+    """HoRA state of one target Linear; per adapter and per role (q, k, v or lora) it owns:
 
     - `hora_proj_A`, `hora_proj_B`: the target's output projections P_A, P_B (r x r) of the generator;
     - `hora_A`, `hora_B`: seeds of its own (`seeds="separate"`: A_seed r x d_in, B seeds n_heads x d_h x r), or the
-      free A and per-head B of MH-LoRA (`share="none"`); empty when the seeds are the block's.
+      free A and per-head B of MH-LoRA (`share="none"`) and of plain LoRA (role lora: one head of all d_out rows);
+      empty when the seeds are the block's.
     """
 
     adapter_layer_names = ("hora_A", "hora_B", "hora_proj_A", "hora_proj_B")
@@ -258,7 +260,7 @@ class HoraLayer(BaseTunerLayer):
 
 
 class Linear(nn.Module, HoraLayer):
-    """HoRA on a torch.nn.Linear computing q, k, v, or several of them (fused qkv)."""
+    """HoRA on a torch.nn.Linear computing q, k, v, or several of them (fused qkv); plain LoRA on a lora_modules one."""
 
     def __init__(
         self,

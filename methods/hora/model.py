@@ -8,7 +8,7 @@ import torch
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from torch import nn
 
-from .config import HoraConfig
+from .config import LORA, HoraConfig
 from .layer import HoraGenerator, HoraLayer, Linear
 
 
@@ -16,7 +16,8 @@ class HoraModel(BaseTuner):
     """
     Creates a HoRA model (cross-head low-rank adaptation with a joint hypernetwork).
 
-    The targets of one attention block (its q/k/v Linears, or its one fused qkv Linear) share a `HoraGenerator`.
+    The targets of one attention block (its q/k/v Linears, or its one fused qkv Linear) share a `HoraGenerator`;
+    `lora_modules` Linears have none (plain LoRA).
     Separate targets are separate modules, so the generator cannot live on any one of them: the tuner owns it in
     `hora_generators[adapter][block]` (block = the targets' parent module path, dots replaced by "-") and each
     layer keeps a plain, unregistered reference. The state dict therefore holds every generator exactly once
@@ -49,7 +50,8 @@ class HoraModel(BaseTuner):
         if not isinstance(base, nn.Linear):
             raise TypeError(f"{current_key}: HoRA supports torch.nn.Linear targets only, got {type(base).__name__}")
         head_dim, layout = config.layout(current_key, base.out_features)
-        generator = self._block_generator(config, adapter_name, current_key, base, head_dim)
+        # plain LoRA (lora_modules) has no heads to couple: no generator, and it must not create or join a block's
+        generator = None if LORA in layout else self._block_generator(config, adapter_name, current_key, base, head_dim)
         if isinstance(target, HoraLayer):
             target.update_layer(adapter_name, config, layout, head_dim, generator)
             return

@@ -28,6 +28,20 @@ class AttentionLayout:
     mlp_down: str  # MLP output projection
     fused_qkv: str | None = None  # set when q, k and v live in one Linear (timm's ``attn.qkv``)
 
+    def modules(self, role: str) -> list[str]:
+        """The module names a target role names: q, k, v, o (attention output), up, down (MLP)."""
+        if role == "up":  # Llama's up_proj, not its gate: the projections the literature adapts
+            return [name for name in self.mlp_up if name.endswith("up_proj")] or list(self.mlp_up)
+        names = {"q": self.q, "k": self.k, "v": self.v, "o": self.out, "down": self.mlp_down}
+        return [names[role]]
+
+
+#: What ``targets`` may name, and what each family adapts by default: the literature's choice
+#: (q and v on encoders, q, k, v, up and down on Llama-family models).
+TARGET_ROLES = ("q", "k", "v", "o", "up", "down")
+DEFAULT_TARGETS = {"llama": ("q", "k", "v", "up", "down")}
+ENCODER_TARGETS = ("q", "v")
+
 
 @dataclass
 class Backbone:
@@ -48,6 +62,17 @@ class Backbone:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     tokenizer: object | None = None
     extra: dict = field(default_factory=dict)
+    #: the target roles every method adapts (the recipe's ``targets``); empty: the family's default
+    targets: tuple[str, ...] = ()
+
+    @property
+    def target_roles(self) -> tuple[str, ...]:
+        return self.targets or DEFAULT_TARGETS.get(self.family, ENCODER_TARGETS)
+
+    @property
+    def target_modules(self) -> list[str]:
+        """Module-name suffixes of the targets, for peft's ``target_modules``."""
+        return [name for role in self.target_roles for name in self.layout.modules(role)]
 
     @property
     def total_params(self) -> int:
