@@ -11,6 +11,7 @@ class LoRA(PeftMethod):
     description = "low-rank updates B A (peft LoraConfig)"
     defaults = {"lr": 1e-3, "weight_decay": 1e-4, "alpha_over_r": 1.0, "dropout": 0.0}
     use_dora = False
+    fine_knobs = ("plus1",)
 
     def search_space(self, trial):
         return low_rank_space(trial)

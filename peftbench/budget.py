@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from .backbones.base import Backbone
 from .errors import UsageError
 from .method import Method
+from .spec import MethodSpec, parse_spec
 
 TOLERANCE = 0.01  # a method lands within 1% of the budget, or is marked as not reaching it
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
@@ -44,10 +45,22 @@ def parse_budget(text: str) -> Budget:
         if params <= 0:
             raise UsageError(f"budget '{text}' must be positive")
         return Budget(text, params=params)
-    if match := re.fullmatch(r"([a-z][\w-]*):((?:\w+=\d+)(?:,\w+=\d+)*)", text):
-        size = {k: int(v) for k, v in (kv.split("=") for kv in match[2].split(","))}
-        return Budget(text, method=match[1], size=size)
-    raise UsageError(f"cannot parse budget '{text}' (use a count like 0.3M or 300k, or a reference like lora:r=8)")
+    reference = _reference(text)
+    if reference is None:
+        raise UsageError(f"cannot parse budget '{text}' (use a count like 0.3M or 300k, or a reference like "
+                         f"lora[r=8])")
+    return Budget(text, method=reference.name, size=reference.options)
+
+
+def _reference(text: str) -> MethodSpec | None:
+    """``lora[r=8]`` (or ``lora:r=8``): a method at a size of whole numbers."""
+    try:
+        spec = parse_spec(text)
+    except UsageError:
+        return None
+    if not spec.options or not all(isinstance(v, int) and not isinstance(v, bool) for v in spec.options.values()):
+        return None
+    return spec
 
 
 def budget_params(budget: Budget, backbone: Backbone, methods: dict[str, Method]) -> int:
@@ -56,8 +69,8 @@ def budget_params(budget: Budget, backbone: Backbone, methods: dict[str, Method]
     if budget.method not in methods:
         raise UsageError(f"unknown method '{budget.method}' in budget '{budget.text}' (available: {', '.join(sorted(methods))})")
     method = methods[budget.method]
-    if set(budget.size) != set(method.knobs):
-        knobs = ", ".join(f"{k}=N" for k in method.knobs) or "none"
+    if not set(method.knobs) <= set(budget.size) <= set(method.knobs + method.fine_knobs):
+        knobs = ", ".join(f"{k}=N" for k in method.knobs) or "no size"
         raise UsageError(f"budget '{budget.text}': {method.name} takes {knobs}")
     try:
         return method.count(backbone, budget.size)

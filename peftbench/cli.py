@@ -7,12 +7,18 @@ import os
 import sys
 from pathlib import Path
 
+from . import defaults
 from .errors import OutOfMemory, UsageError
 
 DEFAULT_OUT = "runs"
+DEFAULT_BUDGET = defaults.BUDGET
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # '--seed 42' must not run 42 seeds
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # argparse's own errors: one line and exit 2, like ours
         raise UsageError(message)
 
@@ -39,8 +45,18 @@ def _targets(text):
     return tuple(filter(None, (part.strip() for part in text.split(","))))
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("peftbench")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="peftbench", description="Compare PEFT methods at equal parameter budgets.")
+    parser.add_argument("--version", action="version", version=f"peftbench {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     lister = sub.add_parser("list", help="show registered methods, tasks or backbones")
@@ -49,10 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with methods: each method's defaults and the space Optuna tunes it over")
 
     run = sub.add_parser("run", help="train and evaluate methods on tasks; record every run")
-    run.add_argument("--methods", required=True, help="comma-separated method names, e.g. hora,lora")
+    run.add_argument("--methods", required=True,
+                     help="comma-separated methods and variants, e.g. 'hora,lora,hora[share=none]'")
     run.add_argument("--tasks", required=True, help="suites or suite/task names, e.g. quick or quick/digits")
     run.add_argument("--backbone", help="override the suite's backbone (see 'peftbench list backbones')")
-    run.add_argument("--budget", default="lora:r=8", help="trainable parameters: 0.3M, 300k, or lora:r=8 (default)")
+    run.add_argument("--budget", default=DEFAULT_BUDGET,
+                     help=f"trainable parameters: 0.3M, 300k, or a method's size like {DEFAULT_BUDGET} (the default)")
     run.add_argument("--trials", type=_positive(int, zero=True),
                      help="Optuna trials per task and method on train -> val; 0: the methods' literature "
                           "defaults (default: the suite's recipe)")
@@ -86,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     budget = sub.add_parser("budget", help="show the size each method gets at a budget")
     budget.add_argument("--backbone", default="dinov2-s")
-    budget.add_argument("--budget", default="lora:r=8")
+    budget.add_argument("--budget", default=DEFAULT_BUDGET)
     budget.add_argument("--methods", help="comma-separated (default: all registered)")
     budget.add_argument("--image-size", type=_positive(int), default=56)
     budget.add_argument("--targets", type=_targets, help="as in run (default: the backbone family's)")
@@ -182,9 +200,9 @@ def cmd_run(args) -> int:
         resume=args.resume, progress=not args.no_progress,
     )
     sweep = Sweep(args.methods, args.tasks, options)
-    planned = sweep.plan()  # bad input fails here, before the store is opened
+    sweep.plan()  # bad input fails here, before the store is opened
     store = Store(location)
-    records = sweep.run(store, planned)
+    records = [record.row() for record in sweep.run(store)]
     print(_results_table(records) if records else "nothing to run: every run is already in the store")
     print(f"\n{len(records)} run(s) recorded in {store.url}")
     return 1 if any(r["status"] == "failed" for r in records) else 0
@@ -213,7 +231,7 @@ def cmd_budget(args) -> int:
     from . import registry
     from .backbones import load_backbone
     from .budget import budget_params, parse_budget
-    from .runner import resolve_methods, size_method, with_targets
+    from .plan import resolve_methods, size_method, with_targets
 
     budget = parse_budget(args.budget)
     names = args.methods or ",".join(registry.methods().loaded)

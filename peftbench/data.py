@@ -14,11 +14,16 @@ SPLIT_SEED = 0
 TRAIN, VAL = 800, 200
 
 
+def fixed_order(n: int, seed: int = SPLIT_SEED) -> np.ndarray:
+    """The one seeded permutation every split, hold-out and fraction is cut from."""
+    return np.random.default_rng(seed).permutation(n)
+
+
 def vtab_indices(n: int, seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
     """800 train and 200 val examples drawn at random with a fixed seed; the rest is test."""
     if n <= TRAIN + VAL:
         raise ValueError(f"need more than {TRAIN + VAL} examples for a VTAB-1K split, got {n}")
-    order = np.random.default_rng(seed).permutation(n)
+    order = fixed_order(n, seed)
     return {"train": order[:TRAIN], "val": order[TRAIN:TRAIN + VAL],
             "trainval": order[:TRAIN + VAL], "test": order[TRAIN + VAL:]}
 
@@ -30,7 +35,7 @@ def scaled_vtab_indices(n: int, trainval_fraction: float = 0.6, seed: int = SPLI
     train = trainval * TRAIN // (TRAIN + VAL)
     if not 0 < train < trainval < n:
         raise ValueError(f"{n} examples are too few to split {trainval_fraction:.0%} for train+val")
-    order = np.random.default_rng(seed).permutation(n)
+    order = fixed_order(n, seed)
     return {"train": order[:train], "val": order[train:trainval],
             "trainval": order[:trainval], "test": order[trainval:]}
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Subset, TensorDataset
 
-from .data import SPLIT_SEED
+from .data import SPLIT_SEED, fixed_order
 from .errors import UsageError
 
 
@@ -47,7 +47,7 @@ def nested_subset(data, fraction: float, seed: int = SPLIT_SEED):
     if fraction >= 1:
         return data
     labels = strata(data)
-    order = np.random.default_rng(seed).permutation(len(labels))
+    order = fixed_order(len(labels), seed)
     keep = []
     for label in np.unique(labels):
         members = order[labels[order] == label]

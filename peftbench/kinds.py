@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
+from .recipe import Recipe
+from .records import Kind
 from .train import Classifier, TrainConfig, TrainStats, device, evaluate, fit, train
 
 
@@ -31,7 +33,7 @@ class Classify:
 
     has_head = True
 
-    def probe(self, backbone, data, settings: dict):
+    def probe(self, backbone, data, recipe: Recipe):
         """What the adapted backbone computes on a few training inputs (peftbench.contracts)."""
         x = _first_inputs(data, device())
         return lambda module: module(x)
@@ -42,10 +44,10 @@ class Classify:
     def head_params(self, model: nn.Module) -> int:
         return sum(p.numel() for p in model.head.parameters())
 
-    def train(self, model, backbone, data, config: TrainConfig, settings: dict, **loop) -> TrainStats:
+    def train(self, model, backbone, data, config: TrainConfig, recipe: Recipe, **loop) -> TrainStats:
         return train(model, data, config, **loop)
 
-    def score(self, model, backbone, data, settings: dict) -> Score:
+    def score(self, model, backbone, data, recipe: Recipe) -> Score:
         accuracy, speed = evaluate(model, data)
         return Score(accuracy, speed)
 
@@ -55,11 +57,11 @@ class Choice:
 
     has_head = False
 
-    def probe(self, backbone, data, settings: dict):
+    def probe(self, backbone, data, recipe: Recipe):
         from .lm import encode_batch
 
         examples = [data[i] for i in range(min(2, len(data)))]
-        ids, mask = (t.to(device()) for t in encode_batch(backbone.tokenizer, examples, settings["max_length"]))
+        ids, mask = (t.to(device()) for t in encode_batch(backbone.tokenizer, examples, recipe.max_length))
         return lambda module: module(input_ids=ids, attention_mask=mask).logits
 
     def build(self, task, backbone, adapted: nn.Module) -> nn.Module:
@@ -68,16 +70,16 @@ class Choice:
     def head_params(self, model: nn.Module) -> int:
         return 0
 
-    def train(self, model, backbone, data, config: TrainConfig, settings: dict, **loop) -> TrainStats:
+    def train(self, model, backbone, data, config: TrainConfig, recipe: Recipe, **loop) -> TrainStats:
         from .lm import train_lm
 
-        return train_lm(model, backbone.tokenizer, data, config, max_length=settings["max_length"], **loop)
+        return train_lm(model, backbone.tokenizer, data, config, max_length=recipe.max_length, **loop)
 
-    def score(self, model, backbone, data, settings: dict) -> Score:
+    def score(self, model, backbone, data, recipe: Recipe) -> Score:
         from .lm import evaluate_choices
 
-        mode = settings["eval_mode"]
-        result = evaluate_choices(model, backbone.tokenizer, data, mode=mode, max_length=settings["max_length"])
+        mode = recipe.eval_mode
+        result = evaluate_choices(model, backbone.tokenizer, data, mode=mode, max_length=recipe.max_length)
         return Score(result["accuracy"], result["samples_per_s"],
                      {"eval_mode": mode, "parse_failures": result["parse_failures"]})
 
@@ -96,7 +98,7 @@ class Regress:
 
     has_head = False
 
-    def probe(self, backbone, data, settings: dict):
+    def probe(self, backbone, data, recipe: Recipe):
         x = _first_inputs(data, device())
         return lambda module: module(x)
 
@@ -106,10 +108,10 @@ class Regress:
     def head_params(self, model: nn.Module) -> int:
         return 0
 
-    def train(self, model, backbone, data, config: TrainConfig, settings: dict, **loop) -> TrainStats:
+    def train(self, model, backbone, data, config: TrainConfig, recipe: Recipe, **loop) -> TrainStats:
         if not any(p.requires_grad for p in model.parameters()):  # linear: nothing to fit, the frozen floor
             return self._untrained(model, config, loop.get("on_epoch"))
-        draws = max(len(data), settings.get("epoch_samples") or 0)
+        draws = max(len(data), recipe.epoch_samples or 0)
         sampler = RandomSampler(data, num_samples=draws, generator=torch.Generator().manual_seed(config.seed))
         loader = DataLoader(data, batch_size=config.batch_size, sampler=sampler)
         return fit(model, loader, _squared_error, config, **loop)
@@ -123,7 +125,7 @@ class Regress:
         return TrainStats(0.0, 0.0, weights, float("nan"))
 
     @torch.no_grad()
-    def score(self, model, backbone, data, settings: dict, batch_size: int = 512) -> Score:
+    def score(self, model, backbone, data, recipe: Recipe, batch_size: int = 512) -> Score:
         dev = device()
         model.to(dev).eval()
         total, seen = 0.0, 0
@@ -135,4 +137,4 @@ class Regress:
         return Score(total / seen, seen / (time.perf_counter() - start))
 
 
-KINDS = {"classify": Classify(), "choice": Choice(), "regress": Regress()}
+KINDS = {Kind.CLASSIFY: Classify(), Kind.CHOICE: Choice(), Kind.REGRESS: Regress()}

@@ -7,6 +7,7 @@ through a peft config so that saving, loading and merging come from peft.
 
 from __future__ import annotations
 
+import copy
 import re
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
@@ -15,6 +16,7 @@ from torch import nn
 
 from .backbones.base import Backbone
 from .errors import UsageError
+from .spec import MethodSpec
 
 
 class Method:
@@ -23,11 +25,31 @@ class Method:
     #: The knobs a budget reference names, e.g. ("r",) in ``lora:r=8``; empty for methods with a
     #: fixed size. A size may carry finer knobs too (``plus1``), which the solver sets.
     knobs: tuple[str, ...] = ("r",)
+    #: Finer size knobs the solver sets to land within 1% (``plus1``, ``hidden``); a reference may name them.
+    fine_knobs: tuple[str, ...] = ()
+    #: Options that make a variant, ``hora[share=none]``: name -> the values allowed. A variant is a
+    #: method of its own (study, records, leaderboard row, count); it starts from ``defaults`` with
+    #: the options in place, so ``count()`` and ``apply()`` read them from ``self.defaults``.
+    options: dict[str, tuple] = {}
     mergeable: bool = True
     #: False for a method that trains no backbone parameter (the linear probe): no ``lr`` to tune.
     trains_backbone: bool = True
     #: Literature defaults, used with ``--trials 0`` and as the first trial of every study.
     defaults: dict = {"lr": 1e-3, "weight_decay": 1e-4}
+
+    def variant(self, options: dict) -> Method:
+        """This method with ``options`` set, named ``name[key=value,...]``; bad options are a UsageError."""
+        for key, value in options.items():
+            if key not in self.options:
+                valid = ", ".join(self.options) or "none"
+                raise UsageError(f"{self.name} has no option '{key}' (its options: {valid})")
+            if value not in self.options[key]:
+                allowed = ", ".join(str(v) for v in self.options[key])
+                raise UsageError(f"{self.name}[{key}={value}]: {key} is one of {allowed}")
+        variant = copy.copy(self)
+        variant.defaults = {**self.defaults, **options}
+        variant.name = str(MethodSpec(self.name, dict(options)))
+        return variant
 
     def sizes(self, backbone: Backbone) -> Iterable[dict]:
         """Candidate sizes in increasing order of trainable parameters (the solver stops at the

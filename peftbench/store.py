@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from .errors import UsageError
+from .records import RunRecord
 
 #: 2 added the claims table (create_all adds it to a version-1 store: no row changes);
 #: 3 added runs.budget_params (MIGRATIONS adds the column; older rows keep NULL).
@@ -186,12 +187,14 @@ class Store:
             finally:
                 probe.rollback()
 
-    def add(self, record: dict, release: str | None = None) -> None:
-        """Write one run in a single transaction: it is either stored whole or not at all.
+    def add(self, record: RunRecord | dict, release: str | None = None) -> None:
+        """Write one run (a RunRecord, or a dict of its fields) in a single transaction: it is either
+        stored whole or not at all.
 
         ``release`` names the claim (the owner's) that the same transaction deletes, so a unit
         is never both recorded and still claimed, nor released without its record.
         """
+        record = record.row() if isinstance(record, RunRecord) else record
         row = {key: record.get(key) for key in FIELDS}
         row["created_at"] = row["created_at"] or datetime.now(timezone.utc).isoformat(timespec="seconds")
         json.dumps(row)  # a value that cannot be stored fails here, before the transaction

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from torch.utils.data import Dataset
 
-from .errors import UsageError
+from .errors import UsageError, did_you_mean
+from .records import Kind, Modality
 
 
 @dataclass(frozen=True)
@@ -25,17 +26,20 @@ class Task:
     suite: str
     name: str
     group: str
-    modality: str  # "image" | "text"
+    modality: Modality
     num_classes: int
     #: load(image_size, mean, std, data_root) -> Splits
     load: Callable[..., Splits]
     metric: str = "accuracy"
     higher_is_better: bool = True
-    #: "classify": (input, label) pairs through a trained head; "choice": multiple-choice
-    #: examples (peftbench.lm.ChoiceExample) answered by a causal language model.
-    kind: str = "classify"
+    #: how it trains and scores (peftbench.records.Kind; plain strings are accepted)
+    kind: Kind = Kind.CLASSIFY
     #: the data can only come from --data-root (no package or hub provides it)
     needs_data_root: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "modality", Modality(self.modality))
+        object.__setattr__(self, "kind", Kind(self.kind))
 
     @property
     def id(self) -> str:
@@ -55,22 +59,25 @@ def resolve_tasks(spec: str, suites: dict[str, Suite], broken: dict[str, str] | 
     """Turn ``quick,vtab/dtd`` into (suite, task) pairs; unknown names, and suites whose plugin
     failed to load (``broken``: name -> reason), are a UsageError."""
     chosen: list[tuple[Suite, Task]] = []
+    by_name = {name.lower(): suite for name, suite in suites.items()}  # names are case-insensitive
     for item in filter(None, (part.strip() for part in spec.split(","))):
-        suite_name, _, task_name = item.partition("/")
+        suite_name, _, task_name = item.lower().partition("/")
         group = None
-        if suite_name not in suites and "-" in suite_name and not task_name:  # a group: vtab-natural
+        if suite_name not in by_name and "-" in suite_name and not task_name:  # a group: vtab-natural
             suite_name, _, group = suite_name.rpartition("-")
-        suite = suites.get(suite_name)
+        suite = by_name.get(suite_name)
         if suite is None and suite_name in (broken or {}):
             raise UsageError(f"task plugin '{suite_name}' failed to load: {broken[suite_name]}")
         if suite is None:
-            raise UsageError(f"unknown task suite '{item}' (available: {', '.join(sorted(suites)) or 'none'})")
-        tasks = [t for t in suite.tasks
-                 if (not task_name or t.name == task_name) and (group is None or t.group == group)]
+            raise UsageError(f"unknown task suite '{item}'{did_you_mean(item, suites)} "
+                             f"(available: {', '.join(sorted(suites)) or 'none'})")
+        tasks = [t for t in suite.tasks if (not task_name or t.name.lower() == task_name)
+                 and (group is None or t.group.lower() == group)]
         if not tasks:
-            names = ", ".join(f"{suite.name}/{t.name}" for t in suite.tasks)
-            raise UsageError(f"unknown task '{item}' (available: {names})")
+            names = [f"{suite.name}/{t.name}" for t in suite.tasks]
+            raise UsageError(f"unknown task '{item}'{did_you_mean(item, names)} (available: {', '.join(names)})")
         chosen += [(suite, t) for t in tasks if (suite, t) not in chosen]
     if not chosen:
         raise UsageError("no tasks given (--tasks quick, or suite/task)")
     return chosen
+

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import warnings
 
 import optuna
 from optuna.trial import TrialState
@@ -53,6 +52,8 @@ def search_space(method: Method, trial, head: bool) -> dict:
 class _Recorder:
     """A stand-in Optuna trial that records what a search space asks for and answers the first
     choice, so a space can be described without a study."""
+
+    number = 0  # as the first trial of a study
 
     def __init__(self):
         self.asked: dict[str, str] = {}
@@ -101,31 +102,35 @@ def open_study(store_url: str, name: str, higher_is_better: bool) -> optuna.Stud
     )
 
 
-def sampler(name: str, slot: int, trials: int, defaults: dict) -> optuna.samplers.BaseSampler:
+def sampler(name: str, slot: int, trials: int) -> optuna.samplers.BaseSampler:
     """A sampler seeded by the study and the slot, not by its history of asks: a slot redone
-    after a crash draws what it drew the first time. The first slot tries the method's
-    defaults, so tuning never selects worse on val than not tuning."""
+    after a crash draws what it drew the first time."""
     seed = int(hashlib.sha256(f"{STUDY_SEED}|{name}|{slot}".encode()).hexdigest()[:8], 16)
     # random search for the first half of a small budget, then TPE
-    tpe = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(1, trials // 2)), constant_liar=False)
-    if slot > 0:
-        return tpe
-    with warnings.catch_warnings():  # stable since optuna 2.4, still labelled experimental
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.PartialFixedSampler(defaults, tpe)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(1, trials // 2)), constant_liar=False)
 
 
-def ask(study: optuna.Study, name: str, slot: int, trials: int, defaults: dict) -> optuna.Trial:
-    study.sampler = sampler(name, slot, trials, defaults)
+def first_trial(method: Method, head: bool) -> dict:
+    """The defaults of every hyper-parameter the space tunes: what the first slot tries."""
+    chosen = defaults(method, head)
+    return {k: chosen[k] for k in describe_space(method, head) if k in chosen}
+
+
+def ask(study: optuna.Study, name: str, slot: int, trials: int, fixed: dict) -> optuna.Trial:
+    """The slot's trial. The first slot enqueues ``fixed`` (the defaults), so tuning never selects
+    worse on val than not tuning."""
+    study.sampler = sampler(name, slot, trials)
+    if slot == 0:
+        study.enqueue_trial(fixed)
     return study.ask()
 
 
-def tell(study: optuna.Study, trial: int, record: dict) -> None:
+def tell(study: optuna.Study, trial: int, status: str, val_metric: float | None) -> None:
     """Report a recorded trial's outcome to the study (skipped if it was already told)."""
-    if record["status"] == "ok":
-        study.tell(trial, record["val_metric"], skip_if_finished=True)
+    if status == "ok":
+        study.tell(trial, val_metric, skip_if_finished=True)
     else:
-        state = TrialState.PRUNED if record["status"] == "pruned" else TrialState.FAIL
+        state = TrialState.PRUNED if status == "pruned" else TrialState.FAIL
         study.tell(trial, state=state, skip_if_finished=True)
 
 

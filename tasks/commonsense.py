@@ -22,8 +22,7 @@ import re
 from functools import partial
 from pathlib import Path
 
-import numpy as np
-
+from peftbench.data import SPLIT_SEED, fixed_order
 from peftbench.errors import UsageError
 from peftbench.lm import ChoiceExample
 from peftbench.task import Splits, Suite, Task
@@ -44,7 +43,7 @@ FORMATS = {
     "ARC-Challenge": _labels("answer", 5),
     "openbookqa": _labels("answer", 4),
 }
-SPLIT_SEED, VAL_FRACTION, VAL_MAX = 0, 0.1, 200
+VAL_FRACTION, VAL_MAX = 0.1, 200
 LAYOUT = "<root>/<task>/train.json and test.json in the LLM-Adapters format"
 ANSWER_FORMAT = re.compile(r"Answer format:\s*(\S+)\s*$")
 
@@ -160,7 +159,7 @@ def hub_rows(task: str) -> dict[str, list[dict]]:
 def hold_out(examples: tuple, seed: int = SPLIT_SEED) -> tuple[tuple, tuple]:
     """(train, val): val is a fixed-seed 10% of the examples, at most VAL_MAX."""
     n_val = min(VAL_MAX, int(len(examples) * VAL_FRACTION))
-    order = np.random.default_rng(seed).permutation(len(examples))
+    order = fixed_order(len(examples), seed)
     val = set(order[:n_val].tolist())
     return (tuple(e for i, e in enumerate(examples) if i not in val),
             tuple(examples[i] for i in sorted(val)))
@@ -195,7 +194,7 @@ def mixture(tasks, data_root=None, fraction: float = 1.0, seed: int = SPLIT_SEED
     if not 0 < fraction <= 1:
         raise UsageError(f"fraction must be in (0, 1], got {fraction}")
     pool = [e for task in tasks for e in load_examples(getattr(task, "name", task), data_root)["train"]]
-    keep = np.random.default_rng(seed).permutation(len(pool))[:round(len(pool) * fraction)]
+    keep = fixed_order(len(pool), seed)[:round(len(pool) * fraction)]
     return [pool[i] for i in sorted(keep.tolist())]
 
 

@@ -90,6 +90,7 @@ CASES = {
     "epochs not a number": ([*RUN, "--epochs", "x"], "'x'"),
     "batch size zero": ([*RUN, "--batch-size", "0"], "'0'"),
     "unknown eval mode": ([*RUN, "--eval-mode", "bogus"], "bogus"),
+    "image smaller than a patch": ([*RUN, "--image-size", "6"], "below dinov2-s's patch size of 14"),
     "unknown target": ([*RUN, "--targets", "q,wq"], "'wq'"),
     "target the backbone lacks": ([*RUN, "--backbone", "hmoe-attention", "--tasks", "hmoe/shared", "--targets", "q,up"],
                                   "no 'up' projection"),

@@ -15,7 +15,7 @@ import torch
 from peftbench import bench
 from peftbench.backbones import load_backbone
 from peftbench.errors import UsageError
-from peftbench.runner import resolve_methods
+from peftbench.plan import resolve_methods
 
 torch.set_num_threads(1)
 

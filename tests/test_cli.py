@@ -150,3 +150,32 @@ def test_a_suite_without_its_data_root_says_so_before_loading_a_model(tasks, cap
 def test_an_image_task_on_a_text_backbone_is_refused(capsys):
     assert main(["run", "--methods", "lora", "--tasks", "quick/digits", "--backbone", "tiny-llama"]) == 2
     assert "image input" in capsys.readouterr().err
+
+
+def test_version_and_no_abbreviated_options(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("peftbench ")
+    # '--seed' is not '--seeds': a prefix must not run 42 seeds
+    assert main(["run", "--methods", "lora", "--tasks", "quick", "--seed", "42"]) == 2
+    assert "unrecognized arguments: --seed 42" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,hint", [
+    (["run", "--methods", "lroa", "--tasks", "quick"], "did you mean 'lora'?"),
+    (["run", "--methods", "lora", "--tasks", "quik"], "did you mean 'quick'?"),
+    (["run", "--methods", "lora", "--tasks", "quick/digts"], "did you mean 'quick/digits'?"),
+    (["run", "--methods", "lora", "--tasks", "quick", "--backbone", "dinov2s"], "did you mean 'dinov2-s'?"),
+])
+def test_misspelt_names_get_a_suggestion(argv, hint, capsys):
+    assert main(argv) == 2
+    assert hint in capsys.readouterr().err
+
+
+def test_task_names_are_case_insensitive():
+    from peftbench import registry
+    from peftbench.task import resolve_tasks
+
+    suites = dict(registry.tasks().loaded)
+    assert resolve_tasks("Quick/Digits", suites) == resolve_tasks("quick/digits", suites)
+    assert [t.id for _, t in resolve_tasks("VTAB-Natural", suites)] == [t.id for _, t in resolve_tasks("vtab-natural", suites)]

@@ -12,7 +12,7 @@ from peftbench.budget import budget_params, parse_budget, solve
 from peftbench.cli import main
 from peftbench.kinds import KINDS
 from peftbench.leaderboard import render
-from peftbench.runner import resolve_methods
+from peftbench.plan import resolve_methods
 from peftbench.store import Store
 from peftbench.tasks import hmoe
 

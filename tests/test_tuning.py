@@ -60,7 +60,7 @@ def test_trials_see_val_only_and_the_best_one_is_retrained_with_each_seed(tuned)
 
 def test_the_study_lives_in_the_store_named_by_task_method_budget_and_backbone(tuned):
     (name,) = studies(tuned)
-    assert name.startswith("quick/digits|lora|lora:r=8|tiny-dinov2|")
+    assert name.startswith("quick/digits|lora|lora[r=8]|tiny-dinov2|")
     states = trial_states(tuned, name)
     assert len(states) == 3 and set(states) <= {TrialState.COMPLETE, TrialState.PRUNED}
 
@@ -137,11 +137,11 @@ def test_best_respects_the_direction_and_skips_unfinished_trials():
 
 def test_a_slot_samples_the_same_configuration_whatever_came_before():
     study = optuna.create_study()
-    first = tuning.search_space(LoRA(), tuning.ask(study, "s", 3, trials=10, defaults=LoRA.defaults), True)
+    first = tuning.search_space(LoRA(), tuning.ask(study, "s", 3, trials=10, fixed={"lr": 1e-3}), True)
     study.ask()  # a trial in between, as a crashed worker leaves behind
-    again = tuning.search_space(LoRA(), tuning.ask(study, "s", 3, trials=10, defaults=LoRA.defaults), True)
+    again = tuning.search_space(LoRA(), tuning.ask(study, "s", 3, trials=10, fixed={"lr": 1e-3}), True)
     assert first == again
-    other = tuning.search_space(LoRA(), tuning.ask(study, "s", 4, trials=10, defaults=LoRA.defaults), True)
+    other = tuning.search_space(LoRA(), tuning.ask(study, "s", 4, trials=10, fixed={"lr": 1e-3}), True)
     assert other != first
 
 
@@ -187,21 +187,22 @@ def test_only_final_runs_read_the_test_split(tmp_path, monkeypatch):
     from dataclasses import replace
 
     from peftbench.runner import RunOptions, Sweep
+    from peftbench.schedule import Scheduler
 
     sweep = Sweep("lora,linear", "quick/digits", RunOptions(backbone="tiny-dinov2", image_size=28, epochs=1, trials=2,
                                                            seeds=1, progress=False))
-    cells = sweep.plan()
-    test = ReadLog(sweep.splits["quick/digits"].test)
-    sweep.splits["quick/digits"] = replace(sweep.splits["quick/digits"], test=test)
+    splits = sweep.plan().splits
+    test = ReadLog(splits["quick/digits"].test)
+    splits["quick/digits"] = replace(splits["quick/digits"], test=test)
     for phase in ("tune", "final"):
-        def traced(self, *args, original=getattr(Sweep, phase), phase=phase):
+        def traced(self, *args, original=getattr(Scheduler, phase), phase=phase):
             test.phase = phase
             try:
                 return original(self, *args)
             finally:
                 test.phase = None
-        monkeypatch.setattr(Sweep, phase, traced)
-    records = sweep.run(Store(str(tmp_path / "r.db")), cells)
-    assert sorted(r["phase"] for r in records) == ["final"] * 2 + ["tune"] * 4
-    assert all(r["status"] == "ok" for r in records)
+        monkeypatch.setattr(Scheduler, phase, traced)
+    records = sweep.run(Store(str(tmp_path / "r.db")))
+    assert sorted(r.phase for r in records) == ["final"] * 2 + ["tune"] * 4
+    assert all(r.status == "ok" for r in records)
     assert set(test.reads) == {"final"}  # read, and by final runs alone

@@ -13,6 +13,8 @@ class BottleneckAdapter(PeftMethod):
     name = "adapter"
     description = "bottleneck adapters after attention and MLP (Houlsby; style=pfeiffer: MLP only)"
     mergeable = False
+    fine_knobs = ("plus1",)
+    options = {"style": ("houlsby", "pfeiffer")}
     defaults = {"lr": 1e-3, "weight_decay": 1e-4, "style": "houlsby"}
 
     def targets(self, backbone, hparams):

@@ -9,6 +9,7 @@ from peftbench.errors import UsageError
 from peftbench.method import PeftMethod, low_rank_space
 
 from . import HoraConfig
+from .config import ACTIVATIONS
 from .count import count_from_shapes, hora_shapes
 
 ATTENTION_ROLES = ("q", "k", "v")
@@ -26,6 +27,9 @@ class HoRA(PeftMethod):
     # HoRA trains the generator through seeds that start small: it wants a larger step than LoRA.
     defaults = {"lr": 3e-3, "weight_decay": 1e-4, "alpha_over_r": 1.0, "dropout": 0.0,
                 "activation": "tanh", "share": "heads", "seeds": "shared", "axis": "rank"}
+    fine_knobs = ("hidden",)
+    options = {"share": ("heads", "none", "qv"), "seeds": ("shared", "separate"), "axis": ("rank", "head_dim"),
+               "activation": ACTIVATIONS}
 
     def search_space(self, trial):
         return low_rank_space(trial)  # as LoRA's: the generator's width is part of the budgeted size

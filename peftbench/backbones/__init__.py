@@ -3,9 +3,10 @@ randomly initialised models for tests and smoke runs."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
-from ..errors import UsageError
+from ..errors import UsageError, did_you_mean
 from .base import AttentionLayout, Backbone
 from .encoders import hf_image_backbone, hf_text_backbone, timm_backbone
 
@@ -89,6 +90,18 @@ BACKBONES: dict[str, tuple[Callable[[int | None], Backbone], str]] = {
 }
 
 
+#: the patch size of the image backbones above; an image smaller than one patch has no tokens
+PATCH_SIZES = {"dinov2-s": 14, "tiny-vit": 8, "tiny-dinov2": 7}
+
+
+def patch_size(name: str) -> int | None:
+    """Known without loading the model: the registry's, or a timm name's ``patch16``."""
+    if name in PATCH_SIZES:
+        return PATCH_SIZES[name]
+    match = re.search(r"patch(\d+)", name) if name.startswith("timm:") else None
+    return int(match[1]) if match else None
+
+
 def describe_backbones() -> list[tuple[str, str]]:
     rows = [(name, text) for name, (_, text) in BACKBONES.items()]
     rows += [
@@ -98,12 +111,15 @@ def describe_backbones() -> list[tuple[str, str]]:
     return rows
 
 
-def check_backbone_name(name: str) -> None:
-    """Reject a name no loader understands, before any work starts."""
+def check_backbone_name(name: str, image_size: int | None = None) -> None:
+    """Reject a name no loader understands, or an image smaller than its patch, before any work starts."""
     prefix, _, ref = name.partition(":")
     if name not in BACKBONES and not (prefix in ("timm", "hf") and ref):
         known = ", ".join([*BACKBONES, "timm:<model>", "hf:<id or path>"])
-        raise UsageError(f"unknown backbone '{name}' (available: {known})")
+        raise UsageError(f"unknown backbone '{name}'{did_you_mean(name, BACKBONES)} (available: {known})")
+    patch = patch_size(name)
+    if image_size is not None and patch is not None and image_size < patch:
+        raise UsageError(f"image size {image_size} is below {name}'s patch size of {patch} pixels")
 
 
 def load_backbone(name: str, image_size: int | None = None) -> Backbone:

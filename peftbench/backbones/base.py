@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from ..records import Modality
+
 
 @dataclass(frozen=True)
 class AttentionLayout:
@@ -54,7 +56,7 @@ class Backbone:
     name: str
     module: nn.Module
     family: str  # "vit" | "llama" | "bert"
-    modality: str  # "image" | "text"
+    modality: Modality
     feature_dim: int
     layout: AttentionLayout
     image_size: int | None = None
@@ -64,6 +66,9 @@ class Backbone:
     extra: dict = field(default_factory=dict)
     #: the target roles every method adapts (the recipe's ``targets``); empty: the family's default
     targets: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        self.modality = Modality(self.modality)
 
     @property
     def target_roles(self) -> tuple[str, ...]:

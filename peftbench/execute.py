@@ -1,0 +1,163 @@
+"""One run: build the adapted model, train it, score it, time its merged inference, save it, and
+describe it as one RunRecord. A run that fails is recorded with the reason; the sweep goes on."""
+
+from __future__ import annotations
+
+import copy
+import json
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+import torch
+
+from .artifacts import save_trained
+from .budget import one_line
+from .contracts import Probe, check_count, trainable
+from .errors import OutOfMemory, UsageError
+from .kinds import KINDS
+from .merging import merged_copy
+from .plan import Unit, first_n
+from .records import Phase, RunRecord, Status
+from .train import TrainConfig, device
+
+MERGED_SPEED_EXAMPLES = 256
+
+
+@dataclass
+class Measured:
+    """What a run found out, gathered as it goes; the record is built from it once, at the end."""
+
+    status: Status = Status.OK
+    error: str | None = None
+    trainable_params: int | None = None
+    head_params: int | None = None
+    train_seconds: float | None = None
+    train_samples_per_s: float | None = None
+    peak_memory_mb: float | None = None
+    adapter_bytes: int | None = None
+    val_metric: float | None = None
+    test_metric: float | None = None
+    eval_samples_per_s: float | None = None
+    merged_eval_samples_per_s: float | None = None
+    details: dict = field(default_factory=dict)
+    traceback: str | None = None
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who runs the unit, and where its files go."""
+
+    key: str  # the unit's spec key
+    env: dict  # the environment, with the worker
+    adapters_dir: str | None = None
+    progress: bool = True
+
+
+def execute(unit: Unit, seed: int, hparams: dict, train_data, context: Context, val=None, test=None,
+            trial: optuna.Trial | None = None, details: dict | None = None) -> RunRecord:
+    """Train on ``train_data``; score ``val`` after every epoch (reporting to ``trial``, which may
+    prune) and ``test`` once at the end."""
+    cell = unit.cell
+    run_id = uuid.uuid4().hex
+    found = Measured(details={"train_examples": len(train_data), **(details or {})})
+    curve = []
+    try:
+        _train_and_score(cell, unit.phase, seed, hparams, train_data, val, test, trial, context, run_id, found, curve)
+    except (UsageError, KeyboardInterrupt):
+        raise
+    except optuna.TrialPruned as exc:
+        found.status, found.error = Status.PRUNED, str(exc)
+    except Exception as exc:  # recorded, and the sweep goes on
+        if out_of_memory(exc):  # not the method's fault: stop, record nothing, say how to go on
+            raise OutOfMemory(f"out of memory in {cell.task.id} {cell.method.name} {unit.phase.value} (batch size "
+                              f"{cell.recipe.batch_size}); finished runs are stored: free memory and rerun "
+                              f"with --resume, or start a new sweep with a smaller --batch-size") from exc
+        found.status, found.error, found.traceback = Status.FAILED, one_line(exc), traceback.format_exc(limit=8)
+    if curve:
+        found.val_metric = curve[-1].metric
+        found.details["val_curve"] = [score.metric for score in curve]
+    return _record(unit, seed, hparams, context, run_id, found)
+
+
+def _train_and_score(cell, phase, seed, hparams, train_data, val, test, trial, context, run_id, found, curve):
+    task, backbone, recipe = cell.task, cell.backbone, cell.recipe
+    kind = KINDS[task.kind]
+    if cell.error is not None:
+        raise RuntimeError(cell.error)
+
+    def validate(epoch: int) -> None:
+        curve.append(kind.score(model, backbone, val, recipe))
+        if trial is not None:
+            trial.report(curve[-1].metric, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}: val {curve[-1].metric:.4g} "
+                                         f"below the median of earlier trials")
+
+    torch.manual_seed(seed)
+    local = copy.deepcopy(backbone)
+    probe = Probe(kind.probe(backbone, train_data, recipe), local.module.to(device()))
+    adapted = cell.method.apply(local, cell.sizing.size, hparams)
+    check_count(cell.sizing.count, adapted)
+    probe.check_connected(adapted)
+    model = kind.build(task, backbone, adapted)
+    # a method that trains nothing in the backbone (the linear probe) has no lr of its own
+    config = TrainConfig(epochs=recipe.epochs, batch_size=recipe.batch_size, lr=hparams.get("lr", 0.0),
+                         head_lr=hparams.get("head_lr"), weight_decay=hparams["weight_decay"], seed=seed)
+    stats = kind.train(model, backbone, train_data, config, recipe,
+                       desc=f"{task.id} {cell.method.name} {phase.value} s{seed}", progress=context.progress,
+                       on_epoch=validate if val is not None else None)
+    if cell.sizing.count:
+        probe.check_changed(adapted)
+    params, head = trainable(model), kind.head_params(model)
+    found.trainable_params, found.head_params = sum(p.numel() for p in params) - head, head
+    found.adapter_bytes = sum(p.numel() * p.element_size() for p in params)
+    found.train_seconds, found.train_samples_per_s = stats.seconds, stats.samples_per_s
+    found.peak_memory_mb = stats.peak_memory_mb
+    scored = kind.score(model, backbone, test, recipe) if test is not None else (curve or [None])[-1]
+    if scored is not None:
+        found.eval_samples_per_s = scored.samples_per_s
+        found.details.update(scored.details)
+    if test is None:
+        return
+    found.test_metric = scored.metric
+    if cell.method.mergeable:  # a throughput: a few batches tell it
+        merged = merged_copy(model)
+        found.merged_eval_samples_per_s = kind.score(merged, backbone, first_n(test, MERGED_SPEED_EXAMPLES),
+                                                     recipe).samples_per_s
+    if context.adapters_dir:
+        found.details["trained_tensors"] = save_trained(
+            model, Path(context.adapters_dir) / f"{run_id}.safetensors",
+            {"task": task.id, "method": cell.method.name, "backbone": backbone.name, "seed": seed,
+             "size": json.dumps(cell.sizing.size), "hparams": json.dumps(hparams)})
+
+
+def _record(unit: Unit, seed: int, hparams: dict, context: Context, run_id: str, found: Measured) -> RunRecord:
+    cell = unit.cell
+    task, backbone, sizing = cell.task, cell.backbone, cell.sizing
+    env = {**context.env, "traceback": found.traceback} if found.traceback else context.env
+    return RunRecord(
+        run_id=run_id, spec_key=context.key, suite=task.suite, task=task.name, group=task.group,
+        method=cell.method.name, backbone=backbone.name, budget=cell.budget, budget_params=sizing.target,
+        budget_reached=int(sizing.reached), size=sizing.size, trainable_params=found.trainable_params,
+        head_params=found.head_params, total_params=backbone.total_params, hparams=hparams, settings=cell.settings,
+        seed=seed, data_fraction=cell.fraction, phase=unit.phase, metric=task.metric, val_metric=found.val_metric,
+        test_metric=found.test_metric, train_seconds=found.train_seconds,
+        train_samples_per_s=found.train_samples_per_s, eval_samples_per_s=found.eval_samples_per_s,
+        merged_eval_samples_per_s=found.merged_eval_samples_per_s, peak_memory_mb=found.peak_memory_mb,
+        adapter_bytes=found.adapter_bytes, status=found.status, error=found.error, details=found.details, env=env,
+    )
+
+
+def failed(unit: Unit, seed: int, context: Context, reason: str, details: dict | None = None) -> RunRecord:
+    """A unit that could not run at all (a final run whose every trial failed)."""
+    return _record(unit, seed, {}, context, uuid.uuid4().hex,
+                   Measured(status=Status.FAILED, error=reason, details=details or {}))
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    text = str(exc)
+    return (isinstance(exc, (MemoryError, torch.OutOfMemoryError))
+            or "out of memory" in text or "can't allocate memory" in text)

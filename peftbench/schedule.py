@@ -1,0 +1,136 @@
+"""Running a plan's units: claims share them between workers (none runs one twice), Optuna's
+studies drive the tuning slots, and every finished unit becomes one record in the store."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from . import tuning
+from .claims import Claims, Outcome
+from .errors import UsageError
+from .execute import Context, execute, failed
+from .fractions import nested_subset
+from .plan import Cell, Plan, Unit
+from .records import Phase, RunRecord, Status
+from .store import Store
+
+#: how long a worker waits before looking again at units other workers hold
+POLL_SECONDS = 2.0
+TUNE_SEED = 0  # every trial sees the same initialisation and data order: only the configuration differs
+
+
+class Scheduler:
+    def __init__(self, plan: Plan, store: Store, env: dict, adapters_dir: str | None = None, progress: bool = True,
+                 report: Callable[[RunRecord, Unit, int, int], None] | None = None):
+        self.plan, self.store, self.env = plan, store, env
+        self.adapters_dir, self.progress = adapters_dir, progress
+        self.report = report or print_outcome
+        self.claims = Claims(store)
+        self._studies: dict[str, optuna.Study] = {}
+
+    def run(self, resume: bool) -> list[RunRecord]:
+        """Run every unit not yet in the store; units other workers hold are waited for."""
+        units = self.plan.units()
+        done = self.store.finished()
+        held = sum(unit.key in done for unit in units)
+        if held and not resume:
+            raise UsageError(f"the store already holds {held} of this sweep's {len(units)} runs: "
+                             f"pass --resume to continue the sweep, or --store for a new one")
+        records, pending = [], [unit for unit in units if unit.key not in done]
+        done_before = len(units) - len(pending)
+        while pending:
+            waiting = []
+            for unit in pending:
+                if unit.phase is Phase.FINAL and not all(map(self.store.has, unit.cell.tune_keys())):
+                    waiting.append(unit)  # its study is not finished yet (another worker's trials)
+                    continue
+                outcome, abandoned_trial = self.claims.claim(unit.key)
+                if outcome is Outcome.BUSY:
+                    waiting.append(unit)
+                elif outcome is Outcome.CLAIMED:
+                    records.append(self.run_unit(unit, abandoned_trial))
+                    self.report(records[-1], unit, done_before + len(records), len(units))
+            still = [unit for unit in waiting if not self.store.has(unit.key)]
+            if still and len(still) == len(pending):
+                time.sleep(POLL_SECONDS)
+            pending = still
+        return records
+
+    def run_unit(self, unit: Unit, abandoned_trial: int | None) -> RunRecord:
+        """Run one claimed unit and store its record, which releases the claim."""
+        study = trial = None
+        context = Context(unit.key, {**self.env, "worker": self.claims.owner}, self.adapters_dir, self.progress)
+        try:
+            with self.claims.heartbeat(unit.key):
+                if unit.phase is Phase.TUNE:
+                    study = self.study(unit.cell)
+                    tuning.fail_abandoned(study, abandoned_trial)
+                    trial = tuning.ask(study, unit.cell.study, unit.index, unit.cell.recipe.trials,
+                                       tuning.first_trial(unit.cell.method, unit.cell.has_head))
+                    self.claims.note_trial(unit.key, trial.number)
+                    record = self.tune(unit, trial, context)
+                else:
+                    record = self.final(unit, context)
+        except BaseException:  # interrupted (Ctrl-C, bad input): the unit stays to be run again
+            self.claims.release(unit.key)
+            if trial is not None:
+                tuning.fail_abandoned(study, trial.number)
+            raise
+        self.store.add(record, release=self.claims.owner)
+        if trial is not None:  # after the record: the store, not the study, says what ran
+            tuning.tell(study, trial.number, record.status, record.val_metric)
+        return record
+
+    def study(self, cell: Cell) -> optuna.Study:
+        """Open (or continue) the cell's study; trials recorded but never told are told now."""
+        if cell.study not in self._studies:
+            study = tuning.open_study(self.store.url, cell.study, cell.task.higher_is_better)
+            running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+            for record in self.tune_records(cell):
+                if record["details"]["trial"] in running:
+                    tuning.tell(study, record["details"]["trial"], record["status"], record["val_metric"])
+            self._studies[cell.study] = study
+        return self._studies[cell.study]
+
+    def tune_records(self, cell: Cell) -> list[dict]:
+        keys = cell.tune_keys()
+        return [r for r in self.store.records(phase=Phase.TUNE.value) if r["spec_key"] in keys]
+
+    def tune(self, unit: Unit, trial: optuna.Trial, context: Context) -> RunRecord:
+        cell, splits = unit.cell, self.plan.splits[unit.cell.task.id]
+        hparams = tuning.search_space(cell.method, trial, cell.has_head)
+        train = nested_subset(splits.train, cell.fraction)
+        return execute(unit, TUNE_SEED, hparams, train, context, val=splits.val, trial=trial,
+                       details={"study": cell.study, "slot": unit.index, "trial": trial.number})
+
+    def final(self, unit: Unit, context: Context) -> RunRecord:
+        """The best configuration on val (the defaults without trials), on train+val, tested once."""
+        cell, splits = unit.cell, self.plan.splits[unit.cell.task.id]
+        if cell.recipe.trials == 0:
+            hparams, selected = tuning.defaults(cell.method, cell.has_head), {"by": "defaults"}
+        else:
+            chosen = tuning.best(self.tune_records(cell), cell.task.higher_is_better)
+            if chosen is None:
+                return failed(unit, unit.index, context,
+                              f"no tuning trial finished (all {cell.recipe.trials} failed or were pruned)")
+            hparams = chosen["hparams"]
+            selected = {"by": "val", "study": cell.study, "slot": chosen["details"]["slot"],
+                        "val_metric": chosen["val_metric"]}
+        trainval = nested_subset(splits.trainval, cell.fraction)
+        return execute(unit, unit.index, hparams, trainval, context, test=splits.test,
+                       details={"selected": selected})
+
+
+def print_outcome(record: RunRecord, unit: Unit, number: int, total: int) -> None:
+    if record.status is Status.OK:
+        final = unit.phase is Phase.FINAL
+        value = record.test_metric if final else record.val_metric
+        outcome = f"{'test' if final else 'val'} {record.metric} {value:.4g}"
+    else:
+        outcome = f"{record.status.value}: {record.error}"
+    print(f"[{number}/{total}] {unit}: {outcome}", file=sys.stderr, flush=True)
