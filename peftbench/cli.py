@@ -35,6 +35,10 @@ def _positive(kind, zero: bool = False):
     return parse
 
 
+def _workers(text):
+    return text if text == "auto" else _positive(int)(text)
+
+
 def _fractions(text):
     from .fractions import parse_fractions
 
@@ -88,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--targets", type=_targets,
                      help="the modules every method adapts, by role: q,k,v,o,up,down (default: the suite's "
                           "recipe, else q,v on encoders and q,k,v,up,down on Llama-family models)")
+    run.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                     help="bf16 autocast or fp32; auto (the default): bf16 where the GPU or CPU computes it natively")
+    run.add_argument("--device", help="this worker's device: cpu, cuda, cuda:N (default: the GPU LOCAL_RANK names, "
+                                      "else the first GPU, else the CPU)")
+    run.add_argument("--workers", type=_workers, default=1,
+                     help="worker processes on this machine sharing the store, each with its share of the cores "
+                          "and its own GPU where there are several; auto: one per GPU, else one per core (at most 4)")
     run.add_argument("--fractions", type=_fractions, default=(1.0,),
                      help="train on these fractions of each training split (nested, class-stratified), e.g. "
                           "0.05,0.1,0.3,1.0, for sample-efficiency curves (default 1.0)")
@@ -109,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--image-size", type=_positive(int), default=56)
     budget.add_argument("--targets", type=_targets, help="as in run (default: the backbone family's)")
 
-    from .bench import add_parser as add_bench_parser  # imports no torch: the parser stays fast
+    from .bench.command import add_parser as add_bench_parser  # imports no torch: the parser stays fast
     add_bench_parser(sub)
     return parser
 
@@ -179,11 +190,34 @@ def _results_table(records: list[dict]) -> str:
             f"{r['trainable_params']:,}" if ok else "-",
             _metric(r, "val_metric"), _metric(r, "test_metric"),
             f"{r['train_samples_per_s']:.0f}" if ok else "-",
-            f"{r['eval_samples_per_s']:.0f}" if ok else "-",
+            f"{r['eval_samples_per_s']:.0f}" if ok and r["eval_samples_per_s"] is not None else "-",
             r["status"] if ok else f"{r['status']}: {r['error']}",
         ))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def _worker_count(workers) -> int:
+    if workers != "auto":
+        return workers
+    import torch
+
+    from .workers import auto_workers
+
+    return auto_workers(torch.cuda.device_count(), os.cpu_count() or 1)
+
+
+def _without_workers(argv: list[str]) -> list[str]:
+    """The run's arguments for its workers: the same, less the parent's --workers."""
+    out, skip = [], False
+    for item in argv[1:]:  # after "run"
+        if skip:
+            skip = False
+        elif item == "--workers":
+            skip = True
+        elif not item.startswith("--workers="):
+            out.append(item)
+    return out
 
 
 def cmd_run(args) -> int:
@@ -195,14 +229,25 @@ def cmd_run(args) -> int:
         backbone=args.backbone, budget=args.budget, seeds=args.seeds, trials=args.trials, epochs=args.epochs,
         batch_size=args.batch_size, image_size=args.image_size, data_root=args.data_root,
         max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
-        eval_mode=args.eval_mode, targets=args.targets, fractions=args.fractions,
+        eval_mode=args.eval_mode, targets=args.targets, precision=args.precision, device=args.device,
+        fractions=args.fractions,
         adapters_dir=str(beside(location, args.out) / "adapters"),
         resume=args.resume, progress=not args.no_progress,
     )
     sweep = Sweep(args.methods, args.tasks, options)
-    sweep.plan()  # bad input fails here, before the store is opened
+    plan = sweep.plan()  # bad input fails here, before the store is opened
     store = Store(location)
-    records = [record.row() for record in sweep.run(store)]
+    workers = _worker_count(args.workers)
+    if workers == 1:
+        records = [record.row() for record in sweep.run(store)]
+    else:
+        from .workers import run_workers
+
+        sweep.check_resume(store)
+        before = {r["run_id"] for r in store.records()}
+        run_workers(_without_workers(args.argv), workers)
+        keys = {unit.key for unit in plan.units()}
+        records = [r for r in store.records() if r["spec_key"] in keys and r["run_id"] not in before]
     print(_results_table(records) if records else "nothing to run: every run is already in the store")
     print(f"\n{len(records)} run(s) recorded in {store.url}")
     return 1 if any(r["status"] == "failed" for r in records) else 0
@@ -255,7 +300,7 @@ def cmd_budget(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import cmd_bench as bench
+    from .bench.command import cmd_bench as bench
 
     return bench(args)
 
@@ -266,7 +311,9 @@ COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard, "b
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        argv = sys.argv[1:] if argv is None else argv
         args = build_parser().parse_args(argv)
+        args.argv = argv
         return COMMANDS[args.command](args)
     except UsageError as exc:
         print(f"peftbench: error: {exc}", file=sys.stderr)

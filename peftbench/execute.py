@@ -21,7 +21,8 @@ from .kinds import KINDS
 from .merging import merged_copy
 from .plan import Unit, first_n
 from .records import Phase, RunRecord, Status
-from .train import TrainConfig, device
+from .compute import device, precision
+from .train import TrainConfig
 
 MERGED_SPEED_EXAMPLES = 256
 
@@ -65,7 +66,9 @@ def execute(unit: Unit, seed: int, hparams: dict, train_data, context: Context, 
     found = Measured(details={"train_examples": len(train_data), **(details or {})})
     curve = []
     try:
-        _train_and_score(cell, unit.phase, seed, hparams, train_data, val, test, trial, context, run_id, found, curve)
+        with precision(cell.recipe.precision):
+            _train_and_score(cell, unit.phase, seed, hparams, train_data, val, test, trial, context, run_id, found,
+                             curve)
     except (UsageError, KeyboardInterrupt):
         raise
     except optuna.TrialPruned as exc:
@@ -88,8 +91,11 @@ def _train_and_score(cell, phase, seed, hparams, train_data, val, test, trial, c
     if cell.error is not None:
         raise RuntimeError(cell.error)
 
+    # the backbone as pretrained (the linear probe): its features are computed once, not every epoch
+    frozen = not cell.method.trains_backbone and cell.sizing.count == 0
+
     def validate(epoch: int) -> None:
-        curve.append(kind.score(model, backbone, val, recipe))
+        curve.append(kind.score(model, backbone, val, recipe, frozen=frozen))
         if trial is not None:
             trial.report(curve[-1].metric, epoch)
             if trial.should_prune():
@@ -106,7 +112,7 @@ def _train_and_score(cell, phase, seed, hparams, train_data, val, test, trial, c
     # a method that trains nothing in the backbone (the linear probe) has no lr of its own
     config = TrainConfig(epochs=recipe.epochs, batch_size=recipe.batch_size, lr=hparams.get("lr", 0.0),
                          head_lr=hparams.get("head_lr"), weight_decay=hparams["weight_decay"], seed=seed)
-    stats = kind.train(model, backbone, train_data, config, recipe,
+    stats = kind.train(model, backbone, train_data, config, recipe, frozen=frozen,
                        desc=f"{task.id} {cell.method.name} {phase.value} s{seed}", progress=context.progress,
                        on_epoch=validate if val is not None else None)
     if cell.sizing.count:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
+from .compute import device
+from .features import frozen_features
 from .recipe import Recipe
 from .records import Kind
-from .train import Classifier, TrainConfig, TrainStats, device, evaluate, fit, train
+from .train import Classifier, TrainConfig, TrainStats, evaluate, fit, train
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,22 @@ class Classify:
     def head_params(self, model: nn.Module) -> int:
         return sum(p.numel() for p in model.head.parameters())
 
-    def train(self, model, backbone, data, config: TrainConfig, recipe: Recipe, **loop) -> TrainStats:
-        return train(model, data, config, **loop)
+    def train(self, model, backbone, data, config: TrainConfig, recipe: Recipe, frozen: bool = False,
+              **loop) -> TrainStats:
+        """``frozen``: the backbone is the pretrained one, untouched, so the head trains on its
+        features, computed once (the time to compute them counts as training)."""
+        if not frozen:
+            return train(model, data, config, **loop)
+        features, seconds = frozen_features(model.encoder, backbone.module, data)
+        stats = train(Classifier.on_features(model.head), features, config, **loop)
+        total = stats.seconds + seconds
+        return replace(stats, seconds=total, samples_per_s=stats.samples_per_s * stats.seconds / total)
 
-    def score(self, model, backbone, data, recipe: Recipe) -> Score:
+    def score(self, model, backbone, data, recipe: Recipe, frozen: bool = False) -> Score:
+        """``frozen``: scored on the features of a frozen backbone; no throughput to report then."""
+        if frozen:
+            features, _ = frozen_features(model.encoder, backbone.module, data)
+            return Score(evaluate(Classifier.on_features(model.head), features)[0], None)
         accuracy, speed = evaluate(model, data)
         return Score(accuracy, speed)
 
@@ -70,12 +84,13 @@ class Choice:
     def head_params(self, model: nn.Module) -> int:
         return 0
 
-    def train(self, model, backbone, data, config: TrainConfig, recipe: Recipe, **loop) -> TrainStats:
+    def train(self, model, backbone, data, config: TrainConfig, recipe: Recipe, frozen: bool = False,
+              **loop) -> TrainStats:
         from .lm import train_lm
 
         return train_lm(model, backbone.tokenizer, data, config, max_length=recipe.max_length, **loop)
 
-    def score(self, model, backbone, data, recipe: Recipe) -> Score:
+    def score(self, model, backbone, data, recipe: Recipe, frozen: bool = False) -> Score:
         from .lm import evaluate_choices
 
         mode = recipe.eval_mode
@@ -108,7 +123,8 @@ class Regress:
     def head_params(self, model: nn.Module) -> int:
         return 0
 
-    def train(self, model, backbone, data, config: TrainConfig, recipe: Recipe, **loop) -> TrainStats:
+    def train(self, model, backbone, data, config: TrainConfig, recipe: Recipe, frozen: bool = False,
+              **loop) -> TrainStats:
         if not any(p.requires_grad for p in model.parameters()):  # linear: nothing to fit, the frozen floor
             return self._untrained(model, config, loop.get("on_epoch"))
         draws = max(len(data), recipe.epoch_samples or 0)
@@ -125,7 +141,7 @@ class Regress:
         return TrainStats(0.0, 0.0, weights, float("nan"))
 
     @torch.no_grad()
-    def score(self, model, backbone, data, recipe: Recipe, batch_size: int = 512) -> Score:
+    def score(self, model, backbone, data, recipe: Recipe, frozen: bool = False, batch_size: int = 512) -> Score:
         dev = device()
         model.to(dev).eval()
         total, seen = 0.0, 0

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .train import TrainConfig, TrainStats, _autocast, device, fit
+from .compute import autocast, device
+from .train import TrainConfig, TrainStats, fit
 
 PROMPT = ("Below is an instruction that describes a task. Write a response that appropriately "
           "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
@@ -156,7 +157,7 @@ def option_scores(model, tokenizer, examples, batch_size: int = 16, max_length: 
     for first in range(0, len(rows), batch_size):
         chunk = rows[first:first + batch_size]
         ids, mask = _batch([row[1] for row in chunk], pad)
-        with _autocast(dev):
+        with autocast(dev):
             logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits
         for b, (i, _, targets) in enumerate(chunk):
             positions, tokens, owners = zip(*targets)
@@ -179,7 +180,7 @@ def generate(model, tokenizer, prompts, batch_size: int = 16, max_length: int = 
     for first in range(0, len(order), batch_size):
         chunk = order[first:first + batch_size]
         ids, mask = _batch([rows[i] for i in chunk], pad, left=True)
-        with _autocast(dev):
+        with autocast(dev):
             out = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), do_sample=False,
                                  max_new_tokens=max_new_tokens, pad_token_id=pad)
         for i, text in zip(chunk, tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)):

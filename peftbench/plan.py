@@ -13,6 +13,7 @@ from . import registry, tuning
 from .backbones import Backbone, check_backbone_name, load_backbone
 from .backbones.base import TARGET_ROLES
 from .budget import Sizing, budget_params, one_line, parse_budget, solve
+from .compute import resolve_precision
 from .errors import UsageError, did_you_mean
 from .kinds import KINDS
 from .method import Method
@@ -23,7 +24,7 @@ from .task import Splits, Suite, Task, resolve_tasks
 
 #: the recipe settings the command line can override (RunOptions fields of the same names)
 OVERRIDABLE = ("backbone", "epochs", "batch_size", "image_size", "max_train_examples", "max_eval_examples",
-               "eval_mode", "trials", "seeds", "targets")
+               "eval_mode", "trials", "seeds", "targets", "precision")
 
 
 def resolve_methods(spec: str, allow_broken: bool = False) -> dict[str, Method]:
@@ -228,7 +229,8 @@ class Planner:
         for suite, task in self.tasks:
             recipe = self.recipe(suite)
             backbone = with_targets(self.backbone(recipe.backbone, recipe.image_size), recipe.targets)
-            recipe = recipe.with_targets(backbone.target_roles)  # recorded with every run
+            precision = resolve_precision(recipe.precision, backbone.layout.hidden_size)
+            recipe = recipe.resolved(backbone.target_roles, precision)  # as it runs, and is recorded
             if task.modality != backbone.modality:
                 raise UsageError(f"task {task.id} takes {task.modality} input, but {backbone.name} is a "
                                  f"{backbone.modality} model")

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from .errors import UsageError, did_you_mean
 
 EVAL_MODES = ("loglik", "text", "generate")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Recipe:
     seeds: int = 3  # final runs per task and method
     targets: tuple[str, ...] | None = None  # the modules every method adapts; None: the backbone family's
     epoch_samples: int | None = None  # draw at least this many examples per epoch (small fractions)
+    precision: str = "auto"  # fp32, bf16 autocast, or auto (bf16 where the hardware has it); recorded resolved
     overrides: tuple[str, ...] = ()  # the settings the command line changed
 
     @classmethod
@@ -58,11 +60,14 @@ class Recipe:
             raise bad("trials", "must be zero or more")
         if self.eval_mode not in EVAL_MODES:
             raise bad("eval_mode", f"is not one of {', '.join(EVAL_MODES)}")
+        if self.precision not in PRECISIONS:
+            raise bad("precision", f"is not one of {', '.join(PRECISIONS)}")
         if not isinstance(self.backbone, str) or not self.backbone:
             raise bad("backbone", "must be a backbone name")
 
-    def with_targets(self, roles: tuple[str, ...]) -> Recipe:
-        return replace(self, targets=tuple(roles))
+    def resolved(self, roles: tuple[str, ...], precision: str) -> Recipe:
+        """As it runs: the backbone's target roles and the precision ``auto`` chose."""
+        return replace(self, targets=tuple(roles), precision=precision)
 
     def settings(self) -> dict:
         """As records and study names keep it: plain JSON values."""

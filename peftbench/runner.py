@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from . import defaults
+from . import compute, defaults
 from .envinfo import environment
 from .plan import Plan, Planner
 from .records import RunRecord
@@ -37,6 +37,8 @@ class RunOptions:
     max_eval_examples: int | None = None
     eval_mode: str | None = None
     targets: tuple[str, ...] | None = None  # the modules every method adapts, by role (q, v, ...)
+    precision: str | None = None  # fp32, bf16 or auto
+    device: str | None = None  # this worker's device (cpu, cuda:N); None: LOCAL_RANK's GPU, the first, or the CPU
     data_root: str | None = None
     fractions: tuple[float, ...] = (1.0,)
     adapters_dir: str | None = None  # where final runs save their trained tensors
@@ -48,6 +50,7 @@ class Sweep:
     """A planned comparison: ``plan()`` validates and sizes, ``run(store)`` runs what is missing."""
 
     def __init__(self, methods: str, tasks: str, options: RunOptions):
+        compute.set_device(options.device)  # before planning: auto precision depends on it
         self.planner = Planner(methods, tasks, options)
         self.options = options
         for method in self.planner.broken():
@@ -59,6 +62,10 @@ class Sweep:
         if self._plan is None:
             self._plan = self.planner.plan()
         return self._plan
+
+    def check_resume(self, store: Store) -> None:
+        """Without --resume, a store that already holds runs of this sweep is refused."""
+        Scheduler(self.plan(), store, {}).check_resume(self.options.resume)
 
     def run(self, store: Store) -> list[RunRecord]:
         scheduler = Scheduler(self.plan(), store, environment(), self.options.adapters_dir, self.options.progress)

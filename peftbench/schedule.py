@@ -33,16 +33,21 @@ class Scheduler:
         self.claims = Claims(store)
         self._studies: dict[str, optuna.Study] = {}
 
+    def check_resume(self, resume: bool) -> set[str]:
+        """The keys of this sweep's finished units; without ``resume`` there must be none."""
+        units = self.plan.units()
+        done = self.store.finished() & {unit.key for unit in units}
+        if done and not resume:
+            raise UsageError(f"the store already holds {len(done)} of this sweep's {len(units)} runs: "
+                             f"pass --resume to continue the sweep, or --store for a new one")
+        return done
+
     def run(self, resume: bool) -> list[RunRecord]:
         """Run every unit not yet in the store; units other workers hold are waited for."""
         units = self.plan.units()
-        done = self.store.finished()
-        held = sum(unit.key in done for unit in units)
-        if held and not resume:
-            raise UsageError(f"the store already holds {held} of this sweep's {len(units)} runs: "
-                             f"pass --resume to continue the sweep, or --store for a new one")
+        keys = {unit.key for unit in units}
+        done = self.check_resume(resume)
         records, pending = [], [unit for unit in units if unit.key not in done]
-        done_before = len(units) - len(pending)
         while pending:
             waiting = []
             for unit in pending:
@@ -54,7 +59,8 @@ class Scheduler:
                     waiting.append(unit)
                 elif outcome is Outcome.CLAIMED:
                     records.append(self.run_unit(unit, abandoned_trial))
-                    self.report(records[-1], unit, done_before + len(records), len(units))
+                    # counted in the store: other workers' units too
+                    self.report(records[-1], unit, len(self.store.finished() & keys), len(units))
             still = [unit for unit in waiting if not self.store.has(unit.key)]
             if still and len(still) == len(pending):
                 time.sleep(POLL_SECONDS)

@@ -17,6 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .compute import autocast, device
+
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
@@ -32,6 +34,13 @@ class Classifier(nn.Module):
 
     def forward(self, x):
         return self.head(self.encoder(x))
+
+    @classmethod
+    def on_features(cls, head: nn.Linear) -> Classifier:
+        """The same head, on features computed beforehand (peftbench.features)."""
+        model = cls(nn.Identity(), head.in_features, head.out_features)
+        model.head = head
+        return model
 
 
 @dataclass(frozen=True)
@@ -53,13 +62,8 @@ class TrainStats:
     final_loss: float
 
 
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _autocast(dev: torch.device):
-    # bf16 autocast on GPUs; plain fp32 on CPUs, where autocast is slower than it saves
-    return torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
+    return autocast(dev)
 
 
 def warmup_cosine(total_steps: int, warmup_fraction: float):
@@ -148,7 +152,7 @@ def fit(model: nn.Module, loader: DataLoader, batch_loss: Callable[[nn.Module, t
             for batch in loader:
                 batch = tuple(t.to(dev, non_blocking=True) for t in batch)
                 # count the first step's activations on a CPU; the hooks cost time, so only once
-                with _autocast(dev), saved.hooks() if dev.type == "cpu" and steps == 0 else nullcontext():
+                with autocast(dev), saved.hooks() if dev.type == "cpu" and steps == 0 else nullcontext():
                     loss = batch_loss(model, batch)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(f"loss became {loss.item()} in epoch {epoch + 1}")
@@ -195,7 +199,7 @@ def evaluate(model: nn.Module, data: Dataset, batch_size: int = 128) -> tuple[fl
     start = time.perf_counter()
     for x, y in DataLoader(data, batch_size=batch_size):
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-        with _autocast(dev):
+        with autocast(dev):
             correct += (model(x).argmax(-1) == y).sum().item()
         seen += len(y)
     seconds = time.perf_counter() - start

@@ -12,6 +12,8 @@ import functools
 import hashlib
 import json
 
+import warnings
+
 import optuna
 from optuna.trial import TrialState
 
@@ -117,11 +119,17 @@ def first_trial(method: Method, head: bool) -> dict:
 
 
 def ask(study: optuna.Study, name: str, slot: int, trials: int, fixed: dict) -> optuna.Trial:
-    """The slot's trial. The first slot enqueues ``fixed`` (the defaults), so tuning never selects
-    worse on val than not tuning."""
+    """The slot's trial; the first slot's takes ``fixed`` (the defaults), so tuning never selects
+    worse on val than not tuning.
+
+    Not ``study.enqueue_trial``: its queue of waiting trials is shared by every worker, and on SQLite
+    two workers asking at once both popped the same enqueued trial (a multi-worker test caught it).
+    A sampler that fixes the values is local to the slot's worker."""
     study.sampler = sampler(name, slot, trials)
     if slot == 0:
-        study.enqueue_trial(fixed)
+        with warnings.catch_warnings():  # stable since optuna 2.4, still labelled experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.sampler = optuna.samplers.PartialFixedSampler(fixed, study.sampler)
     return study.ask()
 
 

@@ -55,3 +55,26 @@ def test_a_diverging_loss_stops_training(tiny):
     poisoned = TensorDataset(data.tensors[0] * float("inf"), data.tensors[1])
     with pytest.raises(TrainingDiverged, match="nan|inf"):
         run(backbone, poisoned, "lora")
+
+
+def test_the_linear_probe_on_cached_features_trains_as_the_full_loop_does(tiny):
+    from peftbench.kinds import KINDS
+    from peftbench.recipe import Recipe
+
+    backbone, data = tiny
+    classify, recipe = KINDS["classify"], Recipe()
+    config = TrainConfig(3, 16, 0.0, 0.0, seed=0, head_lr=1e-2)
+    heads, accuracies = [], []
+    for frozen in (False, True):
+        method = methods().loaded["linear"]()
+        torch.manual_seed(0)
+        model = classify.build(type("T", (), {"num_classes": 2}), backbone,
+                               method.apply(copy.deepcopy(backbone), {}, method.defaults))
+        initial = model.head.weight.detach().clone()
+        classify.train(model, backbone, data, config, recipe, frozen=frozen, progress=False)
+        heads.append([p.detach().clone() for p in model.head.parameters()])
+        accuracies.append(classify.score(model, backbone, data, recipe, frozen=frozen).metric)
+    for looped, cached in zip(*heads):
+        torch.testing.assert_close(cached, looped, rtol=1e-4, atol=1e-5)  # batch sizes round differently
+    assert accuracies[0] == accuracies[1]
+    assert not torch.equal(heads[1][0], initial)  # it trained

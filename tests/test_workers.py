@@ -1,0 +1,60 @@
+"""Local workers: --workers N shares one store through the claims, each worker on its own device."""
+
+import signal
+import sqlite3
+import time
+
+import pytest
+from conftest import tiny_run
+
+from peftbench.cli import main
+from peftbench.compute import pick_device
+from peftbench.store import Store
+from peftbench.workers import auto_workers, devices, threads
+
+
+def test_each_worker_takes_its_own_gpu_and_a_share_of_the_cores():
+    assert devices(4, gpus=4) == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
+    assert devices(3, gpus=2) == ["cuda:0", "cuda:1", "cuda:0"]
+    assert devices(2, gpus=0) == ["cpu", "cpu"]
+    assert threads(2, cores=2) == 1 and threads(3, cores=16) == 5 and threads(4, cores=2) == 1
+    assert auto_workers(gpus=8, cores=64) == 8 and auto_workers(gpus=0, cores=2) == 2
+    assert auto_workers(gpus=0, cores=64) == 4 and auto_workers(gpus=0, cores=1) == 1
+
+
+def test_a_worker_without_device_takes_the_gpu_its_local_rank_names():
+    assert str(pick_device(None, gpus=0)) == "cpu"
+    assert str(pick_device(None, gpus=8, local_rank="3")) == "cuda:3"
+    assert str(pick_device(None, gpus=2, local_rank="3")) == "cuda:1"
+    assert str(pick_device("cuda:1", gpus=2)) == "cuda:1"
+    with pytest.raises(Exception, match="has 0 GPU"):
+        pick_device("cuda", gpus=0)
+
+
+@pytest.mark.slow  # two worker processes
+def test_two_workers_run_every_unit_once(tmp_path, capsys):
+    store = str(tmp_path / "r.db")
+    assert main(tiny_run("lora,linear", "--workers", "2", trials=2, seeds=2, store=store)) == 0
+    records = Store(store).records()
+    assert len(records) == 8 and len({r["spec_key"] for r in records}) == 8
+    assert len({r["env"]["worker"] for r in records}) == 2  # both worked
+    assert "8 run(s) recorded" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # worker processes, interrupted and resumed
+def test_ctrl_c_stops_every_worker_and_loses_nothing(tmp_path, start_cli):
+    store = str(tmp_path / "r.db")
+    parent = start_cli(*tiny_run("lora", "--workers", "2", seeds=6, store=store))
+    deadline = time.time() + 300
+    while not (Store(store).records() if (tmp_path / "r.db").exists() else []):
+        assert parent.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    parent.send_signal(signal.SIGINT)  # to the parent alone: it passes it on
+    out, err = parent.communicate(timeout=120)
+    assert parent.returncode == 130 and "--resume" in err
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("select count(*) from claims").fetchone()[0] == 0
+    done = {r["seed"] for r in Store(store).records()}
+    assert 1 <= len(done) < 6
+    assert main(tiny_run("lora", "--resume", seeds=6, store=store)) == 0
+    assert sorted(r["seed"] for r in Store(store).records()) == list(range(6))
