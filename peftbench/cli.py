@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = sub.add_parser("leaderboard", help="render the results store as markdown")
     board.add_argument("--store", help=f"results store (default {DEFAULT_OUT}/results.db)")
-    board.add_argument("--output", "--out", dest="output", default="leaderboard/README.md", help="markdown file to write")
+    board.add_argument("--output", "--out", dest="output", default="leaderboard/README.md",
+                       help="markdown file to write")
 
     budget = sub.add_parser("budget", help="show the size each method gets at a budget")
     budget.add_argument("--backbone", default="dinov2-s")
@@ -184,7 +185,8 @@ def _results_table(records: list[dict]) -> str:
     rows = [header]
     for r in records:
         ok = r["status"] == "ok"
-        which = f"trial {r['details']['slot'] + 1}" if r["phase"] == "tune" and "slot" in r["details"] else f"seed {r['seed']}"
+        tune = r["phase"] == "tune" and "slot" in r["details"]
+        which = f"trial {r['details']['slot'] + 1}" if tune else f"seed {r['seed']}"
         rows.append((
             f"{r['suite']}/{r['task']}", r["method"], *([f"{r['data_fraction']:g}"] if shares else []), which,
             f"{r['trainable_params']:,}" if ok else "-",
@@ -221,6 +223,9 @@ def _without_workers(argv: list[str]) -> list[str]:
 
 
 def cmd_run(args) -> int:
+    from .registry import check_names
+
+    check_names(args.methods, args.tasks, args.budget)  # before torch loads: a bad name fails at once
     from .runner import RunOptions, Sweep
     from .store import Store, beside
 

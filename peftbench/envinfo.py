@@ -35,7 +35,8 @@ def git_commit() -> str | None:
 
 
 def environment() -> dict:
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})"
+    cpu = f"cpu ({platform.processor() or platform.machine()})"
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu
     return {
         "packages": {name: _version(name) for name in PACKAGES},
         "python": platform.python_version(),

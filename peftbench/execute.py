@@ -20,7 +20,7 @@ from .errors import OutOfMemory, UsageError
 from .kinds import KINDS
 from .merging import merged_copy
 from .plan import Unit, first_n
-from .records import Phase, RunRecord, Status
+from .records import RunRecord, Status
 from .compute import device, precision
 from .train import TrainConfig
 

@@ -51,6 +51,11 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
 
 
+def by_seed(group: list[dict]) -> Callable[[str], dict[int, float]]:
+    """A task's test values by seed, among ``group``'s runs."""
+    return lambda task: {r["seed"]: r["test_metric"] for r in group if r["task"] == task}
+
+
 def most_tuned(records: list[dict]) -> list[dict]:
     """Per cell, the final runs that followed the most trials: a study continued with a larger
     --trials supersedes its earlier final runs, which stay in the store."""
@@ -157,7 +162,7 @@ def _table(rows: list[dict], reported: list[Reported]) -> list[str]:
         fixed = all(not r["size"] for r in group)  # linear, full: reference points, no budget
         short = any(r["budget_reached"] == 0 for r in group)
         names.append([method + (" †" if short else ""), "-" if fixed else budget])
-        columns = cols.values(lambda t: {r["seed"]: r["test_metric"] for r in group if r["task"] == t})
+        columns = cols.values(by_seed(group))
         metric_values.append([statistics.fmean(v) if v else None for v in columns])
         metric_cells.append([fmt_metric(v, cols.metric_of(i)) if v else "-" for i, v in enumerate(columns)])
         trainable = statistics.fmean(r["trainable_params"] for r in group)
@@ -165,8 +170,8 @@ def _table(rows: list[dict], reported: list[Reported]) -> list[str]:
         evals = statistics.fmean(r["eval_samples_per_s"] or 0 for r in group)
         peak = max(r["peak_memory_mb"] or 0 for r in group)
         other_values.append([trainable, train or None, evals, peak])
-        other_cells.append([f"{fmt_count(trainable)} ({_share(group, trainable, fixed)})", fmt_rate(train) if train else "-",
-                            fmt_rate(evals), f"{peak:.0f}"])
+        other_cells.append([f"{fmt_count(trainable)} ({_share(group, trainable, fixed)})",
+                            fmt_rate(train) if train else "-", fmt_rate(evals), f"{peak:.0f}"])
         names[-1].append(str(len({r["seed"] for r in group})))
     _bold_best(metric_cells, metric_values, [cols.direction(i) for i in range(len(cols.names()))])
     _bold_best(other_cells, other_values, [False, True, True, False])
@@ -194,9 +199,9 @@ def _reported_rows(cols: Columns, reported: list[Reported], width: int, backbone
     if not rows:
         return []
     lines = ["| *reported in papers: not measured here, never ranked* |" + " |" * (width - 1)]
-    for (method, reported_as, model, source), items in sorted(rows.items()):
+    for (_, reported_as, model, source), items in sorted(rows.items()):
         on = "" if any(i.backbone == backbone for i in items.values()) else f"; on {model}"
-        columns = cols.values(lambda t: {0: items[t].value} if t in items else {})
+        columns = cols.values(lambda t, items=items: {0: items[t].value} if t in items else {})
         cells = [fmt_metric(v, cols.metric_of(i)) if v else "-" for i, v in enumerate(columns)]
         params = next(iter(items.values())).params or "-"
         lines.append("| " + " | ".join([f"{reported_as} — reported ({source}{on})", "-", *cells, params,
@@ -247,6 +252,7 @@ def _tuned(rows: list[dict], trials: str) -> str:
 
 def _header(rows: list[dict], backbone: str, higher: bool | None) -> list[str]:
     settings = [r["settings"] for r in rows]
+    recipes = {_recipe(r["settings"], (r["details"] or {}).get("eval_mode")) for r in rows}
     trials = _joined(s.get("trials", 0) for s in settings)
     tuning = _untuned(rows) if trials == "0" else _tuned(rows, trials)
     versions = rows[-1]["env"].get("packages", {})
@@ -262,7 +268,7 @@ def _header(rows: list[dict], backbone: str, higher: bool | None) -> list[str]:
         f"{_joined(','.join(r['settings'].get('targets') or ['the family default']) for r in rows)}",
         f"- **Tuning** {tuning}; **seeds** {_joined(s.get('seeds', 1) for s in settings)} final runs "
         f"on train+val, each tested once",
-        f"- **Recipe** {'; '.join(sorted({_recipe(r['settings'], (r['details'] or {}).get('eval_mode')) for r in rows}))}"
+        f"- **Recipe** {'; '.join(sorted(recipes))}"
         + (f"; data fractions {', '.join(fmt_fraction(f) for f in fractions)}" if fractions != [1.0] else ""),
         f"- **Metric** test {metric}{scale}, mean ± std over seeds; {direction}; best measured value per "
         f"column in bold",
@@ -292,7 +298,7 @@ def _pareto(rows: list[dict], cols: Columns, title: str, path: Path) -> None:
         by_label[_label(r, budgets)].append(r)
     points = []
     for label, group in sorted(by_label.items()):
-        mean = cols.values(lambda t: {r["seed"]: r["test_metric"] for r in group if r["task"] == t})[len(cols.tasks)]
+        mean = cols.values(by_seed(group))[len(cols.tasks)]
         if mean:
             m, s = mean_std(mean)
             points.append(figures.Point(label, statistics.fmean(r["trainable_params"] for r in group), m, s))
@@ -309,7 +315,7 @@ def _panels(rows: list[dict], cols: Columns) -> dict[str, dict[str, dict[float, 
     for r in rows:
         cells[(_label(r, budgets), _fraction(r))].append(r)
     for (label, fraction), group in sorted(cells.items()):
-        columns = cols.values(lambda t: {r["seed"]: r["test_metric"] for r in group if r["task"] == t})
+        columns = cols.values(by_seed(group))
         if per_task:
             for task, values in zip(cols.tasks, columns):
                 if values:
@@ -342,7 +348,8 @@ def _fraction_table(panels: dict, cols: Columns, examples: dict[str, int]) -> li
         values = [[statistics.fmean(methods[m][f]) if f in methods[m] else None for f in fractions] for m in labels]
         _bold_best(cells, values, [higher] * len(fractions))
         if n:
-            lines.append(f"| {panel} | *training examples* | " + " | ".join(f"{round(f * n):,}" for f in fractions) + " |")
+            counts = " | ".join(f"{round(f * n):,}" for f in fractions)
+            lines.append(f"| {panel} | *training examples* | {counts} |")
         lines += [f"| {panel} | {m} | " + " | ".join(c) + " |" for m, c in zip(labels, cells)]
     return lines
 
@@ -356,7 +363,8 @@ def _section(suite: str, backbone: str, rows: list[dict], reported: list[Reporte
     budgets = _joined(r["budget"] for r in rows)
     out = [f"## {suite} on {backbone}", "", *_header(rows, backbone, cols.suite_higher), ""]
     if not full:
-        out += [f"No run on the full training split: the table shows the largest fraction, {fmt_fraction(largest)}.", ""]
+        out += [f"No run on the full training split: the table shows the largest fraction, "
+                f"{fmt_fraction(largest)}.", ""]
     out += _table(main, reported) + [""]
     if any(r["budget_reached"] == 0 for r in main):
         out += ["† cannot land within 1% of the budget: ran at its closest size below (see % of budget).", ""]

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .compute import autocast, device
+from .recipe import EVAL_MODES
 from .train import TrainConfig, TrainStats, fit
 
 PROMPT = ("Below is an instruction that describes a task. Write a response that appropriately "
@@ -26,8 +27,9 @@ IGNORE = -100  # the label cross-entropy skips: prompt tokens and padding
 #: loglik: the labels' responses ("the correct answer is solution1"), what training teaches;
 #: text: the options' own texts, meaningful before any training (zero-shot); generate: greedy
 #: generation and the papers' answer extraction.
-MODES = ("loglik", "text", "generate")
-_OPTION = re.compile(r"(?:Solution|Answer|Option|Ending)\d+:\s*(.*?)\s*(?=(?:Solution|Answer|Option|Ending)\d+:|Answer format:|$)",
+MODES = EVAL_MODES
+_LABEL = r"(?:Solution|Answer|Option|Ending)\d+:"
+_OPTION = re.compile(rf"{_LABEL}\s*(.*?)\s*(?={_LABEL}|Answer format:|$)",
                      re.DOTALL)
 
 

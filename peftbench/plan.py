@@ -185,6 +185,7 @@ class Planner:
     """Validates a sweep's choices up front, then loads what it needs and lists its cells."""
 
     def __init__(self, methods: str, tasks: str, options):
+        registry.check_names(methods, tasks, options.budget)  # before loading any plugin: bad names fail at once
         self.methods = resolve_methods(methods, allow_broken=True)
         self.tasks = resolve_tasks(tasks, suites(), registry.tasks().broken)
         self.budget = parse_budget(options.budget)

@@ -11,6 +11,10 @@ import functools
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
+from .budget import parse_budget
+from .errors import UsageError, did_you_mean
+from .spec import parse_specs
+
 METHOD_GROUP = "peftbench.methods"
 TASK_GROUP = "peftbench.tasks"
 
@@ -35,9 +39,30 @@ def plugins(group: str) -> Plugins:
     return Plugins(loaded, origin, broken)
 
 
+def names(group: str) -> set[str]:
+    """The plugins' names, without loading any: enough to refuse an unknown name at once."""
+    return {ep.name for ep in entry_points(group=group)}
+
+
 def methods() -> Plugins:
     return plugins(METHOD_GROUP)
 
 
 def tasks() -> Plugins:
     return plugins(TASK_GROUP)
+
+
+def check_names(methods: str, tasks: str, budget: str) -> None:
+    """Unknown method or suite names, and a malformed budget, from the plugins' names alone."""
+    known = names(METHOD_GROUP)
+    for item in parse_specs(methods):
+        if item.name not in known:
+            raise UsageError(f"unknown method '{item.name}'{did_you_mean(item.name, known)} "
+                             f"(available: {', '.join(sorted(known))})")
+    parse_budget(budget)
+    suites_ = {name.lower() for name in names(TASK_GROUP)}
+    for item in filter(None, (part.strip() for part in tasks.split(","))):
+        suite = item.lower().partition("/")[0]
+        if suite not in suites_ and suite.rpartition("-")[0] not in suites_:
+            raise UsageError(f"unknown task suite '{item}'{did_you_mean(suite, suites_)} "
+                             f"(available: {', '.join(sorted(suites_))})")

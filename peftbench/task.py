@@ -55,7 +55,8 @@ class Suite:
     recipe: dict = field(default_factory=dict)
 
 
-def resolve_tasks(spec: str, suites: dict[str, Suite], broken: dict[str, str] | None = None) -> list[tuple[Suite, Task]]:
+def resolve_tasks(spec: str, suites: dict[str, Suite],
+                  broken: dict[str, str] | None = None) -> list[tuple[Suite, Task]]:
     """Turn ``quick,vtab/dtd`` into (suite, task) pairs; unknown names, and suites whose plugin
     failed to load (``broken``: name -> reason), are a UsageError."""
     chosen: list[tuple[Suite, Task]] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable
 import json
 
 import warnings
@@ -24,7 +25,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 STUDY_SEED = 0
 #: One search space for every method, log-uniform. The learning-rate range holds every built-in
-#: method's published default (full fine-tuning's 1e-4 to the linear probe's 1e-2) with a decade
+#: method's published default (full fine-tuning's 1e-4 to VeRA's 5e-3) with a decade
 #: either side, so no method starts nearer its own optimum than another.
 LEARNING_RATE = (1e-5, 1e-1)
 WEIGHT_DECAY = (1e-6, 1e-1)
@@ -59,17 +60,21 @@ class _Recorder:
 
     def __init__(self):
         self.asked: dict[str, str] = {}
+        self.holds: dict[str, Callable[[object], bool]] = {}  # whether a value lies in the space
 
     def suggest_float(self, name, low, high, *, step=None, log=False):
         self.asked[name] = f"{'log-uniform' if log else 'uniform'} [{low:g}, {high:g}]"
+        self.holds[name] = lambda value: isinstance(value, (int, float)) and low <= value <= high
         return low
 
     def suggest_int(self, name, low, high, *, step=1, log=False):
         self.asked[name] = f"integer [{low}, {high}]" + (" (log)" if log else "")
+        self.holds[name] = lambda value: isinstance(value, int) and low <= value <= high
         return low
 
     def suggest_categorical(self, name, choices):
         self.asked[name] = "one of " + ", ".join(str(c) for c in choices)
+        self.holds[name] = lambda value: value in choices
         return choices[0]
 
 
@@ -113,9 +118,11 @@ def sampler(name: str, slot: int, trials: int) -> optuna.samplers.BaseSampler:
 
 
 def first_trial(method: Method, head: bool) -> dict:
-    """The defaults of every hyper-parameter the space tunes: what the first slot tries."""
-    chosen = defaults(method, head)
-    return {k: chosen[k] for k in describe_space(method, head) if k in chosen}
+    """The defaults of every hyper-parameter the space tunes: what the first slot tries. A default
+    outside the space (a weight decay of 0 on a log scale) is left to the sampler."""
+    chosen, recorder = defaults(method, head), _Recorder()
+    search_space(method, recorder, head)
+    return {k: chosen[k] for k, holds in recorder.holds.items() if k in chosen and holds(chosen[k])}
 
 
 def ask(study: optuna.Study, name: str, slot: int, trials: int, fixed: dict) -> optuna.Trial:

@@ -1,14 +1,11 @@
 """Bottleneck adapters as a peft tuner, on tiny random timm ViT, Dinov2 and Llama models."""
 
 import json
-import os
 import re
 
-os.environ["HF_HUB_OFFLINE"] = "1"
-
 import pytest
-import timm
 import torch
+from conftest import tiny_timm_vit
 from peft import PeftModel, get_peft_model
 from transformers import Dinov2Config, Dinov2Model, LlamaConfig, LlamaModel
 
@@ -19,16 +16,11 @@ from peftbench.methods.adapter import (
     bottleneck_targets,
 )
 
-torch.set_num_threads(1)
-
-DEPTH = 2
+DEPTH = 2  # blocks of every tiny model (tiny_timm_vit has 2 too)
 
 
 def _vit():
-    return timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=DEPTH,
-        embed_dim=64, num_heads=4, num_classes=0,
-    )
+    return tiny_timm_vit()
 
 
 def _dinov2():

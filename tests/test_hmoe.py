@@ -102,6 +102,7 @@ def test_lora_and_hora_adapt_q_and_v_of_the_student(splits, name):
     assert kind.score(model, backbone, splits["shared"].test, {}).metric < 0.9 * before
 
 
+@pytest.mark.slow  # a sweep of three methods
 def test_a_short_run_records_mse_and_the_leaderboard_ranks_it_lower_is_better(store_path, tmp_path, capsys):
     assert main(["run", "--methods", "lora,hora,linear", "--tasks", "hmoe/shared", "--trials", "0", "--seeds", "1",
                  "--epochs", "1", "--store", store_path, "--no-progress"]) == 0

@@ -5,15 +5,12 @@ and a Llama with grouped-query attention (4 query heads, 2 kv heads, q/k/v adapt
 plain LoRA on its MLP up/down projections (`lora_modules`).
 """
 
-import os
-
-os.environ["HF_HUB_OFFLINE"] = "1"
-
 import copy
 
 import pytest
 import timm
 import torch
+from conftest import tiny_timm_vit
 from peft import PeftModel, get_peft_model
 from peft.utils import PeftType
 from safetensors.torch import load_file
@@ -21,15 +18,9 @@ from transformers import BertConfig, BertModel, Dinov2Config, Dinov2Model, Llama
 
 from peftbench.methods.hora import HoraConfig, HoraLayer, HoraModel, hora_parameter_count
 
-torch.set_num_threads(1)
-
 
 def _vit():
-    model = timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=2, embed_dim=64, num_heads=4,
-        num_classes=0,
-    )
-    return model, {"num_attention_heads": 4}, {"x": torch.randn(2, 3, 32, 32)}
+    return tiny_timm_vit(), {"num_attention_heads": 4}, {"x": torch.randn(2, 3, 32, 32)}
 
 
 def _dinov2():
@@ -99,6 +90,21 @@ def trainable(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+#: what a trainable HoRA parameter is, by a component of its name (seeds and heads: MH-LoRA's free A and B too)
+PARTS = {"A_seed": "seeds", "hora_A": "seeds", "B_seed": "heads", "hora_B": "heads",
+         "g_A": "generator", "g_B": "generator", "hora_proj_A": "generator", "hora_proj_B": "generator"}
+
+
+def trainable_by_part(model):
+    """The trainable parameters counted from the tensors themselves, grouped by what their names say they are."""
+    parts = dict.fromkeys(("seeds", "heads", "generator"), 0)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (part,) = {PARTS[c] for c in name.split(".") if c in PARTS}  # one kind each, or the unpacking fails
+            parts[part] += p.numel()
+    return parts
+
+
 @pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_identity_at_init_and_closed_form_count(arch, variant):
@@ -108,7 +114,7 @@ def test_identity_at_init_and_closed_form_count(arch, variant):
         assert torch.equal(run(model, inputs), run(base, inputs))
     count = hora_parameter_count(model.peft_config["default"], base)
     assert count["total"] == trainable(model) > 0
-    assert count["total"] == count["seeds"] + count["generator"] + count["heads"]
+    assert {k: count[k] for k in ("seeds", "heads", "generator", "lora")} == {**trainable_by_part(model), "lora": 0}
     assert hora_parameter_count(model.peft_config["default"], model) == count  # also on the wrapped model
     if variant["share"] == "none":  # MH-LoRA has exactly LoRA's count
         lora = sum(

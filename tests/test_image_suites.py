@@ -1,54 +1,18 @@
 """VTAB-1K and FGVC suites on tiny folders built from real images, in each real layout."""
 
-import os
+import json
+from pathlib import Path
 
-os.environ["HF_HUB_OFFLINE"] = "1"
+import pytest
+import torch
+from conftest import MEAN, SHARED_DATA, STD, make_vtab, save_digit
 
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-
-from peftbench import imagefolder, registry  # noqa: E402
-from peftbench.errors import UsageError  # noqa: E402
-from peftbench.imagefolder import ImageCache, ImageListDataset  # noqa: E402
-from peftbench.tasks import fgvc, vtab  # noqa: E402
-
-torch.set_num_threads(1)
-
-SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-DIGITS = load_digits().images  # real 8x8 scans, 0..16
-
-
-def save_digit(path: Path, index: int, size=(24, 32)) -> Path:
-    """A real handwritten digit as a grey, non-square PNG or JPEG (the suffix decides)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = (DIGITS[index] * 255 / 16).astype(np.uint8)
-    Image.fromarray(pixels).resize(size, Image.BILINEAR).save(path)
-    return path
-
+from peftbench import imagefolder, registry
+from peftbench.errors import UsageError
+from peftbench.imagefolder import ImageCache, ImageListDataset
+from peftbench.tasks import fgvc, vtab
 
 # ---- VTAB-1K ------------------------------------------------------------------------------
-
-def make_vtab(root: Path, name="dtd", classes=3, sizes=(6, 3, 9), files=4) -> Path:
-    """``<root>/<name>/`` in the NOAH layout: a few real images, lists cycling over them."""
-    folder = root / name
-    paths = [f"images/{i}.{'jpg' if i % 2 else 'png'}" for i in range(files)]
-    for i, rel in enumerate(paths):
-        save_digit(folder / rel, i)
-
-    def lines(n, start=0):
-        return [f"{paths[(start + i) % files]} {(start + i) % classes}" for i in range(n)]
-
-    train, val, test = lines(sizes[0]), lines(sizes[1], sizes[0]), lines(sizes[2])
-    for file, rows in [("train800", train), ("val200", val), ("train800val200", train + val), ("test", test)]:
-        (folder / f"{file}.txt").write_text("\n".join(rows) + "\n")
-    return folder
 
 
 def test_vtab_suite_matches_the_protocol():

@@ -10,6 +10,8 @@ from peftbench.registry import methods
 from peftbench.tasks.quick import QUICK
 from peftbench.train import Classifier
 
+pytestmark = pytest.mark.slow  # the real offline backbones, DINOv2-S and SmolLM2-135M, trained for a few steps
+
 
 @pytest.fixture(scope="module")
 def dinov2():
@@ -51,15 +53,7 @@ def test_a_few_steps_on_dinov2_lower_the_loss(dinov2, digits, name):
         assert not torch.allclose(encoder(x[:4]), base_features, atol=1e-4)
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    try:
-        return load_backbone("smollm2-135m")
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
-
-
-def test_hora_on_smollm2_grouped_query_attention(smollm2):
+def test_hora_on_smollm2_grouped_query_attention(smollm2):  # smollm2: the real backbone, from conftest
     """30 layers, 9 query heads sharing 3 KV heads: HoRA adapts q, k and v of every layer."""
     method = methods().loaded["hora"]()
     local = copy.deepcopy(smollm2)

@@ -4,15 +4,14 @@ import signal
 import sqlite3
 import time
 
+import pytest
 import torch
+from conftest import tiny_run
 
 from peftbench import registry
 from peftbench.cli import main
 from peftbench.methods.linear import Linear
 from peftbench.store import Store
-
-SWEEP = ["--tasks", "quick/digits", "--backbone", "tiny-dinov2", "--image-size", "28", "--epochs", "1",
-         "--trials", "0", "--seeds", "3", "--no-progress"]
 
 
 class Greedy(Linear):
@@ -39,18 +38,19 @@ def test_out_of_memory_stops_the_sweep_records_nothing_half_done_and_says_how_to
     monkeypatch.setattr(registry, "methods", lambda: registry.Plugins(
         {**found.loaded, "greedy": Greedy}, {**found.origin, "greedy": "tests"}, {}))
     store = str(tmp_path / "r.db")
-    assert main(["run", "--methods", "greedy", "--store", store, *SWEEP]) == 1
+    assert main(tiny_run("greedy", seeds=3, store=store)) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "out of memory" in err and "--resume" in err and "batch size 32" in err
     assert [r["seed"] for r in Store(store).records()] == [0]  # the run before; the failed one is not a result
     assert claims(store) == 0
-    assert main(["run", "--methods", "greedy", "--store", store, "--resume", *SWEEP]) == 0
+    assert main(tiny_run("greedy", "--resume", seeds=3, store=store)) == 0
     assert sorted(r["seed"] for r in Store(store).records()) == [0, 1, 2]
 
 
+@pytest.mark.slow  # a sweep in a subprocess, interrupted and resumed
 def test_ctrl_c_leaves_the_store_consistent_and_says_how_to_resume(tmp_path, start_cli):
     store = str(tmp_path / "r.db")
-    sweep = start_cli("run", "--methods", "lora", "--store", store, *SWEEP)
+    sweep = start_cli(*tiny_run("lora", seeds=3, store=store))
     deadline = time.time() + 300
     while not (Store(store).records() if (tmp_path / "r.db").exists() else []):
         assert sweep.poll() is None and time.time() < deadline
@@ -61,7 +61,7 @@ def test_ctrl_c_leaves_the_store_consistent_and_says_how_to_resume(tmp_path, sta
     assert "--resume" in err and "Traceback" not in err
     done = len(Store(store).records())
     assert 1 <= done < 3 and claims(store) == 0  # the interrupted run gave its claim back
-    resumed = start_cli("run", "--methods", "lora", "--store", store, "--resume", *SWEEP)
+    resumed = start_cli(*tiny_run("lora", "--resume", seeds=3, store=store))
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert sorted(r["seed"] for r in Store(store).records()) == [0, 1, 2]

@@ -130,7 +130,8 @@ def test_lower_is_better_bolds_the_minimum_and_the_fraction_curves(store_path, t
     assert hora[3] == "**0.0021 ± 0.000141**" and lora[3] == "0.0042 ± 0.000283"  # full data only
     assert "lower is better" in text and not any("reported" in row[0] for row in rows)
     block = text.split("sample efficiency")[1]
-    fractions = [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines() if line.startswith("| ")]
+    fractions = [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()
+                 if line.startswith("| ")]
     assert fractions[0] == ["task", "method", "25%", "50%", "100%"]
     assert ["shared", "*training examples*", "4,096", "8,192", "16,384"] in fractions
     shared_hora = next(r for r in fractions if r[:2] == ["shared", "hora"])

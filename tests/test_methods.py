@@ -3,8 +3,8 @@
 import copy
 
 import pytest
-import timm
 import torch
+from conftest import tiny_timm_vit
 
 from peftbench.backbones import load_backbone
 from peftbench.backbones.encoders import SplitQKV
@@ -67,8 +67,7 @@ def test_split_qkv_reproduces_the_fused_projection():
 def test_timm_backbone_matches_the_unsplit_model():
     torch.manual_seed(0)
     backbone = load_backbone("tiny-vit")
-    original = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32,
-                                 patch_size=8, depth=2, embed_dim=64, num_heads=4).eval()
+    original = tiny_timm_vit().eval()  # the same timm ViT, its qkv fused
     state = {k.replace(".qkv.q.", ".qkv.").replace(".qkv.k.", ".qkv.").replace(".qkv.v.", ".qkv."): v
              for k, v in backbone.module.model.state_dict().items()}
     fused = {}

@@ -5,11 +5,8 @@ first run pays for the builds (~10 s DINOv2, ~1 min SmolLM2); one test rebuilds 
 temporary cache to prove a cold build works.
 """
 
-import os
-
-os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers is imported: never try a hub
-
 import importlib.util
+import os
 import time
 from pathlib import Path
 
@@ -21,8 +18,6 @@ import torch.nn.functional as F
 from peftbench.backbones.cache import cache_dir, cached_dir, package_dir
 from peftbench.backbones.dinov2_onnx import load_dinov2_small
 from peftbench.backbones.smollm2 import GGUF_FILE, gguf_dir, load_smollm2_135m
-
-torch.set_num_threads(1)
 
 
 def _installed(*names):
@@ -100,6 +95,7 @@ def dinov2():
     return load_dinov2_small()
 
 
+@pytest.mark.slow  # the real backbone
 @needs_dinov2
 def test_dinov2_loads_finite_fp32_eval(dinov2):
     cfg = dinov2.config
@@ -112,6 +108,7 @@ def test_dinov2_loads_finite_fp32_eval(dinov2):
     assert 21e6 < sum(p.numel() for p in dinov2.parameters()) < 23e6
 
 
+@pytest.mark.slow  # the real backbone
 @needs_dinov2
 @pytest.mark.parametrize("px", [56, 112])
 def test_dinov2_small_inputs_interpolate_positions(dinov2, px):
@@ -120,6 +117,7 @@ def test_dinov2_small_inputs_interpolate_positions(dinov2, px):
     assert torch.isfinite(h).all()
 
 
+@pytest.mark.slow  # the real backbone
 @needs_dinov2
 def test_dinov2_cold_build_then_cached_load(dinov2, monkeypatch, tmp_path):
     monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path))
@@ -139,6 +137,7 @@ def test_dinov2_cold_build_then_cached_load(dinov2, monkeypatch, tmp_path):
     assert torch.equal(_hidden(warm, x), ref)
 
 
+@pytest.mark.slow  # the real backbone
 @needs_dinov2
 @pytest.mark.skipif(not _installed("onnxruntime"), reason="onnxruntime not installed")
 def test_dinov2_matches_onnxruntime(dinov2):
@@ -165,6 +164,7 @@ def test_dinov2_matches_onnxruntime(dinov2):
     assert diff < 1e-4
 
 
+@pytest.mark.slow  # the real backbone
 @needs_dinov2
 def test_dinov2_features_separate_digits(dinov2):
     """Frozen pretrained features must clearly beat a random init of the same network."""
@@ -199,7 +199,7 @@ def test_dinov2_features_separate_digits(dinov2):
 
 
 @pytest.fixture(scope="session")
-def smollm2():
+def smollm2():  # here the raw (model, tokenizer); conftest's smollm2, which this overrides, is the backbone
     return load_smollm2_135m()
 
 
@@ -209,6 +209,7 @@ def _logits(model, tok, text):
         return model(ids).logits
 
 
+@pytest.mark.slow  # the real backbone
 @needs_smollm2
 def test_smollm2_loads_from_cache(smollm2):
     model, tok = smollm2
@@ -224,6 +225,7 @@ def test_smollm2_loads_from_cache(smollm2):
     assert tok.eos_token == "<|im_end|>" and tok.chat_template
 
 
+@pytest.mark.slow  # the real backbone
 @needs_smollm2
 def test_smollm2_knows_paris(smollm2):
     model, tok = smollm2
@@ -237,6 +239,7 @@ def test_smollm2_knows_paris(smollm2):
     assert all(word(" Paris") > word(w) + 5 for w in [" banana", " seven", " purple"])
 
 
+@pytest.mark.slow  # the real backbone
 @needs_smollm2
 def test_smollm2_cache_matches_gguf(smollm2):
     """The cached safetensors round-trip is lossless against a fresh GGUF dequantisation."""

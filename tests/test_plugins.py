@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import cli_env, tiny_run
 
 from peftbench import registry
 from peftbench.cli import main
@@ -134,9 +135,10 @@ def installed_plugin(tmp_path, monkeypatch):
     registry.plugins.cache_clear()
 
 
+@pytest.mark.slow  # the command line in a subprocess
 def test_list_shows_third_party_and_broken_plugins_by_name(installed_plugin):
     out = subprocess.run([sys.executable, "-m", "peftbench.cli", "list", "methods"], capture_output=True,
-                         text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                         text=True, timeout=120, env=cli_env())
     assert out.returncode == 0
     lines = {line.split()[0]: line for line in out.stdout.splitlines()}
     assert "[thirdparty-peft]" in lines["qlora-only"]
@@ -146,9 +148,7 @@ def test_list_shows_third_party_and_broken_plugins_by_name(installed_plugin):
 
 def test_a_third_party_method_runs_like_a_built_in(installed_plugin, tmp_path):
     store = str(tmp_path / "r.db")
-    argv = ["run", "--methods", "qlora-only,lora", "--tasks", "quick/digits", "--store", store,
-            "--backbone", "tiny-dinov2", "--image-size", "28", "--epochs", "1", "--trials", "0", "--seeds", "1",
-            "--no-progress"]
+    argv = tiny_run("qlora-only,lora", store=store)
     assert main(argv) == 0
     counts = {r["method"]: r["trainable_params"] for r in Store(store).records()}
     assert counts["qlora-only"] == counts["lora"] > 0  # equal budgets: r=16 on q alone = r=8 on q and v
@@ -157,9 +157,7 @@ def test_a_third_party_method_runs_like_a_built_in(installed_plugin, tmp_path):
 def test_a_broken_plugin_is_reported_by_name_and_its_runs_fail_while_the_others_run(installed_plugin, tmp_path,
                                                                                    capsys):
     store = str(tmp_path / "r.db")
-    argv = ["run", "--methods", "broken,linear", "--tasks", "quick/digits", "--store", store,
-            "--backbone", "tiny-dinov2", "--image-size", "28", "--epochs", "1", "--trials", "0", "--seeds", "1",
-            "--no-progress"]
+    argv = tiny_run("broken,linear", store=store)
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "method plugin 'broken' failed to load" in err and "thirdparty_missing_module" in err
@@ -176,9 +174,7 @@ def test_asking_for_a_broken_task_plugin_names_it(installed_plugin, capsys):
 
 def test_failing_methods_are_recorded_with_the_reason_and_the_sweep_goes_on(installed_plugin, tmp_path):
     store = str(tmp_path / "r.db")
-    argv = ["run", "--methods", "diverging,exploding,linear", "--tasks", "quick/digits", "--store", store,
-            "--backbone", "tiny-dinov2", "--image-size", "28", "--epochs", "1", "--trials", "0", "--seeds", "1",
-            "--no-progress"]
+    argv = tiny_run("diverging,exploding,linear", store=store)
     assert main(argv) == 1  # some runs failed, the others ran
     records = {r["method"]: r for r in Store(store).records()}
     assert records["linear"]["status"] == "ok"
@@ -186,14 +182,9 @@ def test_failing_methods_are_recorded_with_the_reason_and_the_sweep_goes_on(inst
     assert records["exploding"]["status"] == "failed" and "no adapter for you" in records["exploding"]["error"]
 
 
-def _tiny_run(methods: str, store: str, *extra: str) -> list[str]:
-    return ["run", "--methods", methods, "--tasks", "quick/digits", "--store", store, "--backbone", "tiny-dinov2",
-            "--image-size", "28", "--epochs", "1", "--trials", "0", "--seeds", "1", "--no-progress", *extra]
-
-
 def test_a_count_that_lies_fails_its_runs_with_both_numbers_and_the_others_run(installed_plugin, tmp_path):
     store = str(tmp_path / "r.db")
-    assert main(_tiny_run("half-count,lora", store)) == 1
+    assert main(tiny_run("half-count,lora", store=store)) == 1
     records = {r["method"]: r for r in Store(store).records()}
     assert records["lora"]["status"] == "ok" and records["lora"]["trainable_params"] == 4096
     lie = records["half-count"]
@@ -203,7 +194,7 @@ def test_a_count_that_lies_fails_its_runs_with_both_numbers_and_the_others_run(i
 
 def test_a_count_that_raises_fails_its_runs_without_a_traceback(installed_plugin, tmp_path, capsys):
     store = str(tmp_path / "r.db")
-    assert main(_tiny_run("count-raises,linear", store)) == 1
+    assert main(tiny_run("count-raises,linear", store=store)) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
     records = {r["method"]: r for r in Store(store).records()}
@@ -212,10 +203,11 @@ def test_a_count_that_raises_fails_its_runs_without_a_traceback(installed_plugin
     assert "ValueError: cannot count today" in records["count-raises"]["error"]
 
 
+@pytest.mark.slow  # the command line in a subprocess
 def test_budget_reports_a_raising_count_and_sizes_the_others(installed_plugin):
     out = subprocess.run([sys.executable, "-m", "peftbench.cli", "budget", "--backbone", "tiny-vit",
                           "--methods", "count-raises,lora"], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                         env=cli_env())
     assert out.returncode == 1 and "Traceback" not in out.stderr
     lines = {line.split()[0]: line for line in out.stdout.splitlines()[1:]}
     assert "cannot count today" in lines["count-raises"]
@@ -225,7 +217,7 @@ def test_budget_reports_a_raising_count_and_sizes_the_others(installed_plugin):
 @pytest.mark.parametrize("method,why", [("dropped", "get no gradient"), ("inert", "outputs equal the base model's")])
 def test_an_adapter_left_out_of_the_forward_pass_fails_as_not_active(installed_plugin, tmp_path, method, why):
     store = str(tmp_path / "r.db")
-    assert main(_tiny_run(f"{method},lora", store)) == 1
+    assert main(tiny_run(f"{method},lora", store=store)) == 1
     records = {r["method"]: r for r in Store(store).records()}
     assert records["lora"]["status"] == "ok"
     assert records[method]["status"] == "failed"

@@ -14,18 +14,21 @@ from collections import Counter
 
 import optuna
 import pytest
+from conftest import tiny_run
 from optuna.trial import TrialState
 from sqlalchemy import func, select
 
 from peftbench import tuning
 from peftbench.store import Store, claims
 
-SWEEP = ["run", "--methods", "lora,linear", "--tasks", "quick/digits", "--backbone", "tiny-dinov2",
-         "--image-size", "28", "--epochs", "2", "--trials", "3", "--seeds", "2", "--no-progress", "--resume"]
+pytestmark = pytest.mark.slow  # a PostgreSQL server and three workers in subprocesses
+
+SWEEP = tiny_run("lora,linear", "--resume", epochs=2, trials=3, seeds=2)
 
 
 def server_binaries() -> str | None:
-    found = shutil.which("pg_ctl") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)), None)
+    installed = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)  # the newest version first
+    found = shutil.which("pg_ctl") or next(iter(installed), None)
     return os.path.dirname(found) if found else None
 
 

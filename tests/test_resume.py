@@ -6,10 +6,14 @@ import signal
 import sqlite3
 import time
 
+import pytest
+from conftest import tiny_run
+
 from peftbench.store import Store
 
-SWEEP = ["run", "--methods", "lora,linear", "--tasks", "quick/digits", "--backbone", "tiny-dinov2",
-         "--image-size", "28", "--epochs", "2", "--trials", "2", "--seeds", "2", "--no-progress"]
+pytestmark = pytest.mark.slow  # three sweeps in subprocesses, one killed and resumed
+
+SWEEP = tiny_run("lora,linear", epochs=2, trials=2, seeds=2)
 UNITS = 2 * (2 + 2)  # methods x (trials + seeds)
 
 

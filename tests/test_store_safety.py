@@ -4,8 +4,9 @@ import multiprocessing
 import re
 from pathlib import Path
 
+from conftest import stub_record, tiny_run
 from safetensors import safe_open
-from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, inspect, insert
+from sqlalchemy import Column, MetaData, String, Table, create_engine, inspect, insert
 
 from peftbench.cli import main
 from peftbench.store import SCHEMA_VERSION, Store, meta, runs
@@ -14,8 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def record(i, prefix="r"):
-    return {"run_id": f"{prefix}{i}", "spec_key": f"{prefix}{i}", "suite": "s", "task": "t", "method": "m",
-            "backbone": "b", "status": "ok", "test_metric": i / 100}
+    return stub_record(f"{prefix}{i}", test_metric=i / 100)
 
 
 def test_a_version_1_store_migrates_forward_and_keeps_its_runs(tmp_path):
@@ -63,9 +63,7 @@ def test_two_processes_writing_one_store_at_once_lose_nothing(tmp_path):
 
 def test_final_runs_save_their_trained_tensors_as_safetensors(tmp_path):
     store = str(tmp_path / "r.db")
-    assert main(["run", "--methods", "lora", "--tasks", "quick/digits", "--backbone", "tiny-dinov2",
-                 "--image-size", "28", "--epochs", "1", "--trials", "0", "--seeds", "1", "--no-progress",
-                 "--store", store]) == 0
+    assert main(tiny_run("lora", store=store)) == 0
     (r,) = Store(store).records()
     path = Path(r["details"]["trained_tensors"])
     assert path.parent == tmp_path / "adapters" and path.suffix == ".safetensors"

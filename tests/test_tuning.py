@@ -1,22 +1,14 @@
 """Optuna tuning on train -> val, final runs on train+val, and studies kept in the store."""
 
-import hashlib
-
 import optuna
 import pytest
+from conftest import digest, tiny_run
 from optuna.trial import TrialState
 
 from peftbench import registry, tuning
 from peftbench.cli import main
 from peftbench.methods.lora import LoRA
 from peftbench.store import Store
-
-TINY = ["--tasks", "quick/digits", "--backbone", "tiny-dinov2", "--image-size", "28", "--epochs", "2",
-        "--no-progress"]
-
-
-def digest(path):
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
 def studies(store):
@@ -31,10 +23,11 @@ def trial_states(store, name):
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
     store = str(tmp_path_factory.mktemp("tuned") / "r.db")
-    assert main(["run", "--methods", "lora", "--trials", "3", "--seeds", "2", "--store", store, *TINY]) == 0
+    assert main(tiny_run("lora", epochs=2, trials=3, seeds=2, store=store)) == 0
     return store
 
 
+@pytest.mark.slow  # a tuned sweep: the module's store, 3 trials and 2 seeds
 def test_trials_see_val_only_and_the_best_one_is_retrained_with_each_seed(tuned):
     records = Store(tuned).records()
     trials = [r for r in records if r["phase"] == "tune"]
@@ -58,6 +51,7 @@ def test_trials_see_val_only_and_the_best_one_is_retrained_with_each_seed(tuned)
         assert r["val_metric"] is None and 0 <= r["test_metric"] <= 1
 
 
+@pytest.mark.slow  # a tuned sweep: the module's store, 3 trials and 2 seeds
 def test_the_study_lives_in_the_store_named_by_task_method_budget_and_backbone(tuned):
     (name,) = studies(tuned)
     assert name.startswith("quick/digits|lora|lora[r=8]|tiny-dinov2|")
@@ -65,18 +59,20 @@ def test_the_study_lives_in_the_store_named_by_task_method_budget_and_backbone(t
     assert len(states) == 3 and set(states) <= {TrialState.COMPLETE, TrialState.PRUNED}
 
 
+@pytest.mark.slow  # a tuned sweep: the module's store, 3 trials and 2 seeds
 def test_rerunning_without_resume_refuses_and_leaves_the_store_alone(tuned, capsys):
     before = digest(tuned)
-    assert main(["run", "--methods", "lora", "--trials", "3", "--seeds", "2", "--store", tuned, *TINY]) == 2
+    assert main(tiny_run("lora", epochs=2, trials=3, seeds=2, store=tuned)) == 2
     assert "--resume" in capsys.readouterr().err
     assert digest(tuned) == before
 
 
+@pytest.mark.slow  # two tuned sweeps
 def test_more_trials_continue_the_same_study(tmp_path):
     store = str(tmp_path / "r.db")
-    assert main(["run", "--methods", "lora", "--trials", "1", "--seeds", "1", "--store", store, *TINY]) == 0
+    assert main(tiny_run("lora", epochs=2, trials=1, seeds=1, store=store)) == 0
     first = {r["spec_key"]: r for r in Store(store).records(phase="tune")}
-    assert main(["run", "--methods", "lora", "--trials", "2", "--seeds", "1", "--store", store, "--resume", *TINY]) == 0
+    assert main(tiny_run("lora", "--resume", epochs=2, trials=2, seeds=1, store=store)) == 0
     tune = Store(store).records(phase="tune")
     assert len(tune) == 2 and all(first[k] in tune for k in first)  # trial 1 kept, not redone
     (name,) = studies(store)
@@ -87,7 +83,7 @@ def test_more_trials_continue_the_same_study(tmp_path):
 
 def test_no_trials_means_the_literature_defaults(tmp_path):
     store = str(tmp_path / "r.db")
-    assert main(["run", "--methods", "lora", "--trials", "0", "--seeds", "1", "--store", store, *TINY]) == 0
+    assert main(tiny_run("lora", epochs=2, trials=0, seeds=1, store=store)) == 0
     (record,) = Store(store).records()
     assert record["phase"] == "final" and record["hparams"] == {**LoRA.defaults, "head_lr": tuning.HEAD_LR}
     assert record["details"]["selected"] == {"by": "defaults"}
@@ -109,12 +105,13 @@ class PoisonedLoRA(LoRA):
         return model
 
 
+@pytest.mark.slow  # a tuned sweep
 def test_a_nan_trial_is_failed_with_its_reason_and_the_sweep_goes_on(tmp_path, monkeypatch):
     found = registry.methods()
     monkeypatch.setattr(registry, "methods", lambda: registry.Plugins(
         {**found.loaded, "poisoned": PoisonedLoRA}, {**found.origin, "poisoned": "tests"}, {}))
     store = str(tmp_path / "r.db")
-    assert main(["run", "--methods", "poisoned", "--trials", "2", "--seeds", "1", "--store", store, *TINY]) == 1
+    assert main(tiny_run("poisoned", epochs=2, trials=2, seeds=1, store=store)) == 1
     trials = {r["details"]["slot"]: r for r in Store(store).records(phase="tune")}
     assert trials[0]["status"] == "failed" and "TrainingDiverged" in trials[0]["error"]
     assert "nan" in trials[0]["error"]
@@ -183,6 +180,7 @@ class ReadLog:
         return self.data[i]
 
 
+@pytest.mark.slow  # a tuned sweep of two methods
 def test_only_final_runs_read_the_test_split(tmp_path, monkeypatch):
     from dataclasses import replace
 
@@ -194,8 +192,8 @@ def test_only_final_runs_read_the_test_split(tmp_path, monkeypatch):
     splits = sweep.plan().splits
     test = ReadLog(splits["quick/digits"].test)
     splits["quick/digits"] = replace(splits["quick/digits"], test=test)
-    for phase in ("tune", "final"):
-        def traced(self, *args, original=getattr(Scheduler, phase), phase=phase):
+    for phase, original in (("tune", Scheduler.tune), ("final", Scheduler.final)):
+        def traced(self, *args, original=original, phase=phase):
             test.phase = phase
             try:
                 return original(self, *args)
@@ -206,3 +204,15 @@ def test_only_final_runs_read_the_test_split(tmp_path, monkeypatch):
     assert sorted(r.phase for r in records) == ["final"] * 2 + ["tune"] * 4
     assert all(r.status == "ok" for r in records)
     assert set(test.reads) == {"final"}  # read, and by final runs alone
+
+
+def test_a_default_outside_the_space_is_left_to_the_sampler():
+    class NoDecay(LoRA):
+        defaults = {**LoRA.defaults, "weight_decay": 0.0}  # 0 has no place on a log scale
+
+    assert tuning.first_trial(NoDecay(), head=True) == {"lr": 1e-3, "head_lr": tuning.HEAD_LR,
+                                                         "alpha_over_r": 1.0, "dropout": 0.0}
+    study = optuna.create_study()
+    trial = tuning.ask(study, "s", 0, trials=2, fixed=tuning.first_trial(NoDecay(), head=True))
+    hparams = tuning.search_space(NoDecay(), trial, True)
+    assert hparams["lr"] == 1e-3 and tuning.WEIGHT_DECAY[0] <= hparams["weight_decay"] <= tuning.WEIGHT_DECAY[1]

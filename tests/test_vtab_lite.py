@@ -2,24 +2,19 @@
 
 import gzip
 import json
-import os
 
-os.environ["HF_HUB_OFFLINE"] = "1"
+import numpy as np
+import pytest
+import torch
+from conftest import MEAN, STD
+from torch.utils.data import DataLoader
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
+from peftbench.cli import main
+from peftbench.data import ImageDataset, array_splits, scaled_vtab_indices, vtab_indices
+from peftbench.errors import UsageError
+from peftbench.tasks import vtab_lite
+from peftbench.tasks.vtab_lite import VTAB_LITE, available_tasks
 
-torch.set_num_threads(1)
-
-from peftbench.cli import main  # noqa: E402
-from peftbench.data import ImageDataset, array_splits, scaled_vtab_indices, vtab_indices  # noqa: E402
-from peftbench.errors import UsageError  # noqa: E402
-from peftbench.tasks import vtab_lite  # noqa: E402
-from peftbench.tasks.vtab_lite import VTAB_LITE, available_tasks  # noqa: E402
-
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SIZE = 16  # small: the transform is the same at any size
 TASKS = {t.name: t for t in VTAB_LITE.tasks}
 

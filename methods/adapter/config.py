@@ -111,7 +111,9 @@ class BottleneckConfig(PeftConfig):
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1), got {self.dropout!r}.")
         if isinstance(self.target_modules, str) and (self.layers_to_transform is not None or self.layers_pattern):
-            raise ValueError("`layers_to_transform` and `layers_pattern` cannot be used when `target_modules` is a str.")
+            raise ValueError(
+                "`layers_to_transform` and `layers_pattern` cannot be used when `target_modules` is a str."
+            )
         if self.layers_pattern and self.layers_to_transform is None:
             raise ValueError("When `layers_pattern` is specified, `layers_to_transform` must also be specified.")
 

@@ -48,7 +48,8 @@ class HoraConfig(PeftConfig):
         activation (`str`): `act`, one of tanh (default), relu, gelu, silu, identity.
         share (`str`): `"heads"` (HoRA: one generator for all heads of a layer), `"none"` (MH-LoRA ablation:
             independent per-head LoRA, a free A per target and a free B_i per head, no generator, so `seeds`, `axis`,
-            `hidden` and `activation` are unused; the count equals LoRA's) or `"qv"` (Q/V sharing only: Q and V share the seeds and `g_A`, but every head has its own `g_B`,
+            `hidden` and `activation` are unused; the count equals LoRA's) or `"qv"` (Q/V sharing only: Q and V
+            share the seeds and `g_A`, but every head has its own `g_B`,
             so heads share no B-side generator; needs `seeds="shared"`).
         axis (`str`): the axis `g_B` acts on: `"rank"` (default; each row of `B_seed_i` in R^r) or `"head_dim"` (each
             column of `B_seed_i` in R^d_h). `g_A` always acts on the rank axis: A has no head structure.

@@ -87,7 +87,8 @@ def _pick(names: set[str], *candidates: str) -> str:
 def _layout(model: nn.Module, config) -> AttentionLayout:
     names = _block_names(model)
     heads = config.num_attention_heads
-    mlp_up = tuple(n for n in sorted(names) if n.split(".")[-1] in ("fc1", "gate_proj", "up_proj", "intermediate.dense"))
+    up = ("fc1", "gate_proj", "up_proj", "intermediate.dense")
+    mlp_up = tuple(n for n in sorted(names) if n.split(".")[-1] in up)
     return AttentionLayout(
         num_layers=config.num_hidden_layers,
         hidden_size=config.hidden_size,
