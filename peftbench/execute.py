@@ -19,6 +19,7 @@ from .contracts import Probe, check_count, trainable
 from .errors import OutOfMemory, UsageError
 from .kinds import KINDS
 from .merging import merged_copy
+from .outcomes import encode
 from .plan import Unit, first_n
 from .records import RunRecord, Status
 from .compute import device, precision
@@ -43,6 +44,7 @@ class Measured:
     test_metric: float | None = None
     eval_samples_per_s: float | None = None
     merged_eval_samples_per_s: float | None = None
+    outcomes: str | None = None
     details: dict = field(default_factory=dict)
     traceback: str | None = None
 
@@ -129,6 +131,7 @@ def _train_and_score(cell, phase, seed, hparams, train_data, val, test, trial, c
     if test is None:
         return
     found.test_metric = scored.metric
+    found.outcomes = encode(scored.outcomes) if scored.outcomes is not None else None
     if cell.method.mergeable:  # a throughput: a few batches tell it
         merged = merged_copy(model)
         found.merged_eval_samples_per_s = kind.score(merged, backbone, first_n(test, MERGED_SPEED_EXAMPLES),
@@ -153,7 +156,8 @@ def _record(unit: Unit, seed: int, hparams: dict, context: Context, run_id: str,
         test_metric=found.test_metric, train_seconds=found.train_seconds,
         train_samples_per_s=found.train_samples_per_s, eval_samples_per_s=found.eval_samples_per_s,
         merged_eval_samples_per_s=found.merged_eval_samples_per_s, peak_memory_mb=found.peak_memory_mb,
-        adapter_bytes=found.adapter_bytes, status=found.status, error=found.error, details=found.details, env=env,
+        adapter_bytes=found.adapter_bytes, status=found.status, error=found.error, details=found.details,
+        outcomes=found.outcomes, env=env,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
@@ -19,8 +20,10 @@ from .train import Classifier, TrainConfig, TrainStats, evaluate, fit, train
 @dataclass(frozen=True)
 class Score:
     metric: float
-    samples_per_s: float
+    samples_per_s: float | None
     details: dict = field(default_factory=dict)
+    #: per example, in order: right or wrong (bool), or the squared error (float)
+    outcomes: np.ndarray | None = None
 
 
 PROBE_EXAMPLES = 4
@@ -61,9 +64,10 @@ class Classify:
         """``frozen``: scored on the features of a frozen backbone; no throughput to report then."""
         if frozen:
             features, _ = frozen_features(model.encoder, backbone.module, data)
-            return Score(evaluate(Classifier.on_features(model.head), features)[0], None)
-        accuracy, speed = evaluate(model, data)
-        return Score(accuracy, speed)
+            accuracy, _, correct = evaluate(Classifier.on_features(model.head), features)
+            return Score(accuracy, None, outcomes=correct.numpy())
+        accuracy, speed, correct = evaluate(model, data)
+        return Score(accuracy, speed, outcomes=correct.numpy())
 
 
 class Choice:
@@ -96,7 +100,7 @@ class Choice:
         mode = recipe.eval_mode
         result = evaluate_choices(model, backbone.tokenizer, data, mode=mode, max_length=recipe.max_length)
         return Score(result["accuracy"], result["samples_per_s"],
-                     {"eval_mode": mode, "parse_failures": result["parse_failures"]})
+                     {"eval_mode": mode, "parse_failures": result["parse_failures"]}, np.array(result["correct"]))
 
 
 def _squared_error(model: nn.Module, batch: tuple) -> torch.Tensor:
@@ -144,13 +148,13 @@ class Regress:
     def score(self, model, backbone, data, recipe: Recipe, frozen: bool = False, batch_size: int = 512) -> Score:
         dev = device()
         model.to(dev).eval()
-        total, seen = 0.0, 0
+        errors = []  # per example: the mean squared error over its outputs
         start = time.perf_counter()
         for x, y in DataLoader(data, batch_size=batch_size):
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            total += (model(x).float() - y).pow(2).sum().item() / y[0].numel()
-            seen += len(y)
-        return Score(total / seen, seen / (time.perf_counter() - start))
+            errors.append((model(x).float() - y).pow(2).flatten(1).mean(1).cpu())
+        errors = torch.cat(errors)
+        return Score(errors.mean().item(), len(errors) / (time.perf_counter() - start), outcomes=errors.numpy())
 
 
 KINDS = {Kind.CLASSIFY: Classify(), Kind.CHOICE: Choice(), Kind.REGRESS: Regress()}

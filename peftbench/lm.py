@@ -220,6 +220,6 @@ def evaluate_choices(model, tokenizer, examples, mode: str = "loglik", batch_siz
         texts = generate(model, tokenizer, [e.prompt for e in examples], batch_size, max_length)
         predictions = [extract_answer(t, e.options) for t, e in zip(texts, examples)]
     seconds = time.perf_counter() - start
-    correct = sum(p == e.answer for p, e in zip(predictions, examples))
-    return {"accuracy": correct / len(examples), "samples_per_s": len(examples) / seconds,
-            "parse_failures": predictions.count(None), "gold_loglik": gold_loglik}
+    right = [p == e.answer for p, e in zip(predictions, examples)]
+    return {"accuracy": sum(right) / len(examples), "samples_per_s": len(examples) / seconds,
+            "parse_failures": predictions.count(None), "gold_loglik": gold_loglik, "correct": right}

@@ -16,8 +16,8 @@ from .errors import UsageError
 from .records import RunRecord
 
 #: 2 added the claims table (create_all adds it to a version-1 store: no row changes);
-#: 3 added runs.budget_params (MIGRATIONS adds the column; older rows keep NULL).
-SCHEMA_VERSION = 3
+#: 3 added runs.budget_params, 4 runs.outcomes (MIGRATIONS adds the columns; older rows keep NULL).
+SCHEMA_VERSION = 4
 
 metadata = MetaData()
 
@@ -54,6 +54,7 @@ runs = Table(
     Column("status", String(16), nullable=False),
     Column("error", Text),
     Column("details", JSON),  # what one task kind adds: parse failures of generated answers, ...
+    Column("outcomes", Text),  # final runs: per test example, right/wrong or squared error (peftbench.outcomes)
     Column("env", JSON),
     Column("created_at", String(32), nullable=False),
 )
@@ -77,7 +78,8 @@ meta = Table(
 FIELDS = [c.name for c in runs.columns]
 
 #: version -> the statements that bring a store of the version before it up to it
-MIGRATIONS = {3: ["ALTER TABLE runs ADD COLUMN budget_params INTEGER"]}
+MIGRATIONS = {3: ["ALTER TABLE runs ADD COLUMN budget_params INTEGER"],
+              4: ["ALTER TABLE runs ADD COLUMN outcomes TEXT"]}
 
 
 def store_url(location: str) -> str:

@@ -191,16 +191,16 @@ def train(model: Classifier, data: Dataset, config: TrainConfig, desc: str = "tr
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset, batch_size: int = 128) -> tuple[float, float]:
-    """Top-1 accuracy and samples per second."""
+def evaluate(model: nn.Module, data: Dataset, batch_size: int = 128) -> tuple[float, float, torch.Tensor]:
+    """Top-1 accuracy, samples per second, and whether each example was right (in order)."""
     dev = device()
     model.to(dev).eval()
-    correct = seen = 0
+    correct = []
     start = time.perf_counter()
     for x, y in DataLoader(data, batch_size=batch_size):
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         with autocast(dev):
-            correct += (model(x).argmax(-1) == y).sum().item()
-        seen += len(y)
+            correct.append((model(x).argmax(-1) == y).cpu())
     seconds = time.perf_counter() - start
-    return correct / seen, seen / seconds
+    correct = torch.cat(correct)
+    return correct.float().mean().item(), len(correct) / seconds, correct

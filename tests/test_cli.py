@@ -7,6 +7,7 @@ import pytest
 from conftest import cli_env, digest, tiny_run
 
 from peftbench.cli import main
+from peftbench.outcomes import decode
 from peftbench.store import FIELDS, Store
 
 
@@ -29,10 +30,12 @@ def test_run_records_a_trial_and_a_final_run_per_task_and_method(finished_store)
         cached = r["method"] == "linear" and r["phase"] == "tune"
         assert r["eval_samples_per_s"] is None if cached else r["eval_samples_per_s"] > 0
         if r["phase"] == "tune":  # scored on val only: test is for final runs
-            assert 0 <= r["val_metric"] <= 1 and r["test_metric"] is None
+            assert 0 <= r["val_metric"] <= 1 and r["test_metric"] is None and r["outcomes"] is None
         else:  # trained on train+val, tested once; inference timed merged too
             assert r["val_metric"] is None and 0 <= r["test_metric"] <= 1
             assert r["merged_eval_samples_per_s"] > 0
+            right = decode(r["outcomes"])  # one per test example, so intervals and paired tests need no rerun
+            assert right.dtype == bool and right.mean() == pytest.approx(r["test_metric"])
     lora = [r for r in records if r["method"] == "lora"]
     assert all(r["trainable_params"] == 2 * 2 * (64 + 64) * 8 for r in lora)  # q,v x 2 blocks, r=8
 

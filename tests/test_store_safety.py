@@ -24,7 +24,7 @@ def test_a_version_1_store_migrates_forward_and_keeps_its_runs(tmp_path):
     old = MetaData()
     # version 1: the runs table without the columns later versions added, and no claims table
     Table("runs", old, *(Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
-                         for c in runs.columns if c.name != "budget_params"))
+                         for c in runs.columns if c.name not in ("budget_params", "outcomes")))
     Table("peftbench_meta", old, Column("key", String(64), primary_key=True), Column("value", String(256)))
     old.create_all(engine)
     with engine.begin() as conn:
@@ -82,3 +82,15 @@ def test_nothing_is_unpickled_or_executed_from_files():
              for path in sorted((ROOT / folder).rglob("*.py"))
              for n, line in enumerate(path.read_text().splitlines(), 1) if risky.search(line)]
     assert found == []
+
+
+def test_outcomes_round_trip_compactly():
+    import numpy as np
+
+    from peftbench.outcomes import decode, encode
+
+    right = np.array([True, False, True] * 333 + [False])
+    text = encode(right)
+    assert len(text) < 200 and (decode(text) == right).all() and decode(text).dtype == bool
+    errors = np.array([0.5, 1e-3, 2.25], dtype=np.float32)
+    assert (decode(encode(errors)) == errors).all()
