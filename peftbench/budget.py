@@ -7,13 +7,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import UsageError
-from .spec import MethodSpec, parse_spec
+from .spec import MethodSpec, parse_spec, split_specs
 
 if TYPE_CHECKING:  # parsing a budget needs no torch: bad input is refused at once
     from .backbones.base import Backbone
     from .method import Method
 
 TOLERANCE = 0.01  # a method lands within 1% of the budget, or is marked as not reaching it
+#: the budget of a fixed-size method (linear, full): one run whatever the budgets asked for
+FIXED = "fixed"
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 
 
@@ -55,6 +57,17 @@ def parse_budget(text: str) -> Budget:
     return Budget(text, method=reference.name, size=reference.options)
 
 
+def parse_budgets(text: str) -> list[Budget]:
+    """``30k,150k,600k`` (or references, ``lora[r=4],lora[r=16]``): several budgets give accuracy
+    against trainable-parameter curves."""
+    budgets = [parse_budget(part) for part in split_specs(text)]
+    if not budgets:
+        raise UsageError("no budget given (e.g. --budget 150k or lora[r=8])")
+    if len({b.text for b in budgets}) < len(budgets):
+        raise UsageError(f"budget '{text}' names a budget twice")
+    return budgets
+
+
 def _reference(text: str) -> MethodSpec | None:
     """``lora[r=8]`` (or ``lora:r=8``): a method at a size of whole numbers."""
     try:
@@ -94,7 +107,8 @@ def solve(method: Method, backbone: Backbone, target: int) -> Sizing:
     its finest step is too coarse there) gets its closest size below and is marked as not reaching it.
     """
     if not method.knobs:
-        return Sizing({}, method.count(backbone, {}), target)
+        count = method.count(backbone, {})
+        return Sizing({}, count, target or count)
     best = None
     for size in method.sizes(backbone):
         count = method.count(backbone, size)

@@ -280,27 +280,28 @@ def cmd_leaderboard(args) -> int:
 def cmd_budget(args) -> int:
     from . import registry
     from .backbones import load_backbone
-    from .budget import budget_params, parse_budget
+    from .budget import budget_params, parse_budgets
     from .plan import resolve_methods, size_method, with_targets
 
-    budget = parse_budget(args.budget)
+    budgets = parse_budgets(args.budget)
     names = args.methods or ",".join(registry.methods().loaded)
     methods = resolve_methods(names)
     backbone = with_targets(load_backbone(args.backbone, args.image_size), args.targets)
-    target = budget_params(budget, backbone, resolve_methods(budget.method) if budget.method else {})
-    print(f"budget {budget.text} = {target:,} trainable parameters on {backbone.name} (head excluded), "
-          f"targets {','.join(backbone.target_roles)}")
     failed = False
-    for name, method in methods.items():
-        sizing, error = size_method(method, backbone, target)
-        if error is not None:
-            failed = True
-            print(f"{name:<10} failed: {error}")
-            continue
-        size = ", ".join(f"{k}={v}" for k, v in sizing.size.items()) or "fixed"
-        note = ("  (fixed size: a reference point)" if not method.knobs
-                else "" if sizing.reached else "  † cannot land within 1%: its closest size below")
-        print(f"{name:<10} {size:<24} {sizing.count:>12,}  {sizing.ratio:7.1%}{note}")
+    for budget in budgets:
+        target = budget_params(budget, backbone, resolve_methods(budget.method) if budget.method else {})
+        print(f"budget {budget.text} = {target:,} trainable parameters on {backbone.name} (head excluded), "
+              f"targets {','.join(backbone.target_roles)}")
+        for name, method in methods.items():
+            sizing, error = size_method(method, backbone, target)
+            if error is not None:
+                failed = True
+                print(f"{name:<10} failed: {error}")
+                continue
+            size = ", ".join(f"{k}={v}" for k, v in sizing.size.items()) or "fixed"
+            note = ("  (fixed size: a reference point)" if not method.knobs
+                    else "" if sizing.reached else "  † cannot land within 1%: its closest size below")
+            print(f"{name:<10} {size:<24} {sizing.count:>12,}  {sizing.count / target:7.1%}{note}")
     return 1 if failed else 0
 
 

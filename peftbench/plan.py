@@ -12,7 +12,7 @@ from torch.utils.data import Subset
 from . import registry, tuning
 from .backbones import Backbone, check_backbone_name, load_backbone
 from .backbones.base import TARGET_ROLES
-from .budget import Sizing, budget_params, one_line, parse_budget, solve
+from .budget import FIXED, Sizing, budget_params, one_line, parse_budgets, solve
 from .compute import resolve_precision
 from .errors import UsageError, did_you_mean
 from .kinds import KINDS
@@ -188,8 +188,9 @@ class Planner:
         registry.check_names(methods, tasks, options.budget)  # before loading any plugin: bad names fail at once
         self.methods = resolve_methods(methods, allow_broken=True)
         self.tasks = resolve_tasks(tasks, suites(), registry.tasks().broken)
-        self.budget = parse_budget(options.budget)
-        self.reference = resolve_methods(self.budget.method) if self.budget.method else {}
+        self.budgets = parse_budgets(options.budget)
+        references = ",".join(dict.fromkeys(b.method for b in self.budgets if b.method))
+        self.reference = resolve_methods(references) if references else {}
         self.options = options
         for suite, task in self.tasks:
             recipe = self.recipe(suite)
@@ -237,9 +238,11 @@ class Planner:
                                  f"{backbone.modality} model")
             loaded = task.load(recipe.image_size, backbone.mean, backbone.std, self.options.data_root)
             splits[task.id] = capped(loaded, recipe)
-            target = budget_params(self.budget, backbone, self.reference)
+            targets = [(budget.text, budget_params(budget, backbone, self.reference)) for budget in self.budgets]
             for method in self.methods.values():
-                sizing, error = size_method(method, backbone, target)
-                cells += [Cell(task, method, backbone, sizing, recipe, self.budget.text, fraction, error)
-                          for fraction in self.options.fractions]
+                # a fixed-size method (linear, full) is one reference point, whatever the budgets
+                for text, target in targets if method.knobs else [(FIXED, 0)]:
+                    sizing, error = size_method(method, backbone, target)
+                    cells += [Cell(task, method, backbone, sizing, recipe, text, fraction, error)
+                              for fraction in self.options.fractions]
         return Plan(cells, splits)

@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
-from .budget import parse_budget
+from .budget import parse_budgets
 from .errors import UsageError, did_you_mean
 from .spec import parse_specs
 
@@ -59,7 +59,7 @@ def check_names(methods: str, tasks: str, budget: str) -> None:
         if item.name not in known:
             raise UsageError(f"unknown method '{item.name}'{did_you_mean(item.name, known)} "
                              f"(available: {', '.join(sorted(known))})")
-    parse_budget(budget)
+    parse_budgets(budget)
     suites_ = {name.lower() for name in names(TASK_GROUP)}
     for item in filter(None, (part.strip() for part in tasks.split(","))):
         suite = item.lower().partition("/")[0]

@@ -177,3 +177,13 @@ def test_task_names_are_case_insensitive():
     assert resolve_tasks("Quick/Digits", suites) == resolve_tasks("quick/digits", suites)
     natural = [t.id for _, t in resolve_tasks("vtab-natural", suites)]
     assert [t.id for _, t in resolve_tasks("VTAB-Natural", suites)] == natural
+
+
+def test_several_budgets_size_every_method_at_each_and_run_fixed_size_methods_once(tmp_path):
+    store = str(tmp_path / "r.db")
+    assert main(tiny_run("lora,linear", "--budget", "2k,4k", store=store)) == 0
+    rows = {(r["method"], r["budget"]): r for r in Store(store).records()}
+    assert set(rows) == {("lora", "2k"), ("lora", "4k"), ("linear", "fixed")}
+    assert rows[("lora", "2k")]["trainable_params"] < rows[("lora", "4k")]["trainable_params"] <= 4_040
+    assert main(tiny_run("lora,linear", "--budget", "8k", "--resume", store=store)) == 0  # another budget later
+    assert sum(r["method"] == "linear" for r in Store(store).records()) == 1  # not retrained, not duplicated

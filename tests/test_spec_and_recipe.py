@@ -96,3 +96,11 @@ def test_every_built_in_suite_recipe_is_valid():
 
 def test_the_run_record_mirrors_the_store_table():
     assert list(RunRecord.__dataclass_fields__) == FIELDS
+
+
+def test_several_budgets_keep_the_brackets_together():
+    from peftbench.budget import parse_budgets
+
+    assert [b.text for b in parse_budgets("30k,hora[r=8,hidden=16],0.6M")] == ["30k", "hora[r=8,hidden=16]", "0.6M"]
+    with pytest.raises(UsageError, match="twice"):
+        parse_budgets("30k,30k")
