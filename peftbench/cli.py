@@ -136,7 +136,12 @@ def cmd_list(args) -> int:
         rows = describe_backbones()
     elif args.what == "methods":
         found = registry.methods()
-        rows = [(name, f"{cls.description} [{found.origin[name]}]") for name, cls in found.loaded.items()]
+        rows = []
+        for name, cls in found.loaded.items():
+            rows.append((name, f"{cls.description} [{found.origin[name]}]"))
+            # the variants it offers: name[option=value]
+            rows += [(f"  [{option}=]", " | ".join(str(v) for v in values) + f" (default {cls.defaults.get(option)})")
+                     for option, values in cls.options.items()]
         rows += [(name, f"BROKEN: {why}") for name, why in found.broken.items()]
     else:
         found = registry.tasks()

@@ -187,3 +187,10 @@ def test_several_budgets_size_every_method_at_each_and_run_fixed_size_methods_on
     assert rows[("lora", "2k")]["trainable_params"] < rows[("lora", "4k")]["trainable_params"] <= 4_040
     assert main(tiny_run("lora,linear", "--budget", "8k", "--resume", store=store)) == 0  # another budget later
     assert sum(r["method"] == "linear" for r in Store(store).records()) == 1  # not retrained, not duplicated
+
+
+def test_list_methods_shows_the_variants_each_method_offers(capsys):
+    assert main(["list", "methods"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    hora = lines.index(next(line for line in lines if line.startswith("hora ")))
+    assert lines[hora + 1].split() == ["[share=]", "heads", "|", "none", "|", "qv", "(default", "heads)"]
