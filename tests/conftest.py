@@ -135,3 +135,15 @@ def make_vtab(root: Path, name="dtd", classes=3, sizes=(6, 3, 9), files=4) -> Pa
     for file, rows in [("train800", train), ("val200", val), ("train800val200", train + val), ("test", test)]:
         (folder / f"{file}.txt").write_text("\n".join(rows) + "\n")
     return folder
+
+
+def add_method(monkeypatch, cls) -> None:
+    """Register ``cls`` as a method plugin for one test, as an installed package would be: its name
+    known without loading (the command line's first check) and its class loaded."""
+    from peftbench import registry
+
+    found, names = registry.methods(), registry.names
+    monkeypatch.setattr(registry, "methods", lambda: registry.Plugins(
+        {**found.loaded, cls.name: cls}, {**found.origin, cls.name: "tests"}, {}))
+    monkeypatch.setattr(registry, "names", lambda group: names(group) | ({cls.name} if group == registry.METHOD_GROUP
+                                                                            else set()))

@@ -6,9 +6,8 @@ import time
 
 import pytest
 import torch
-from conftest import tiny_run
+from conftest import add_method, tiny_run
 
-from peftbench import registry
 from peftbench.cli import main
 from peftbench.methods.linear import Linear
 from peftbench.store import Store
@@ -34,9 +33,7 @@ def claims(path):
 
 def test_out_of_memory_stops_the_sweep_records_nothing_half_done_and_says_how_to_resume(tmp_path, monkeypatch,
                                                                                          capsys):
-    found = registry.methods()
-    monkeypatch.setattr(registry, "methods", lambda: registry.Plugins(
-        {**found.loaded, "greedy": Greedy}, {**found.origin, "greedy": "tests"}, {}))
+    add_method(monkeypatch, Greedy)
     store = str(tmp_path / "r.db")
     assert main(tiny_run("greedy", seeds=3, store=store)) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
@@ -50,7 +47,8 @@ def test_out_of_memory_stops_the_sweep_records_nothing_half_done_and_says_how_to
 @pytest.mark.slow  # a sweep in a subprocess, interrupted and resumed
 def test_ctrl_c_leaves_the_store_consistent_and_says_how_to_resume(tmp_path, start_cli):
     store = str(tmp_path / "r.db")
-    sweep = start_cli(*tiny_run("lora", seeds=3, store=store))
+    # enough runs that the signal lands mid-sweep however fast the machine: a tiny run takes a second
+    sweep = start_cli(*tiny_run("lora", seeds=10, store=store))
     deadline = time.time() + 300
     while not (Store(store).records() if (tmp_path / "r.db").exists() else []):
         assert sweep.poll() is None and time.time() < deadline
@@ -60,8 +58,8 @@ def test_ctrl_c_leaves_the_store_consistent_and_says_how_to_resume(tmp_path, sta
     assert sweep.returncode == 130
     assert "--resume" in err and "Traceback" not in err
     done = len(Store(store).records())
-    assert 1 <= done < 3 and claims(store) == 0  # the interrupted run gave its claim back
-    resumed = start_cli(*tiny_run("lora", "--resume", seeds=3, store=store))
+    assert 1 <= done < 10 and claims(store) == 0  # the interrupted run gave its claim back
+    resumed = start_cli(*tiny_run("lora", "--resume", seeds=10, store=store))
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
-    assert sorted(r["seed"] for r in Store(store).records()) == [0, 1, 2]
+    assert sorted(r["seed"] for r in Store(store).records()) == list(range(10))

@@ -2,7 +2,7 @@
 
 import optuna
 import pytest
-from conftest import digest, tiny_run
+from conftest import add_method, digest, tiny_run
 from optuna.trial import TrialState
 
 from peftbench import registry, tuning
@@ -107,9 +107,7 @@ class PoisonedLoRA(LoRA):
 
 @pytest.mark.slow  # a tuned sweep
 def test_a_nan_trial_is_failed_with_its_reason_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    found = registry.methods()
-    monkeypatch.setattr(registry, "methods", lambda: registry.Plugins(
-        {**found.loaded, "poisoned": PoisonedLoRA}, {**found.origin, "poisoned": "tests"}, {}))
+    add_method(monkeypatch, PoisonedLoRA)
     store = str(tmp_path / "r.db")
     assert main(tiny_run("poisoned", epochs=2, trials=2, seeds=1, store=store)) == 1
     trials = {r["details"]["slot"]: r for r in Store(store).records(phase="tune")}
