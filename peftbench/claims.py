@@ -59,9 +59,9 @@ class Claims:
         self.store = store
         self.owner = f"{this_machine()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
-    def claim(self, key: str) -> tuple[Outcome, int | None]:
-        """Try to claim ``key``. With CLAIMED comes the trial number a dead previous owner had
-        asked for (None if there was none), so its trial can be marked failed."""
+    def claim(self, key: str) -> tuple[Outcome, bool]:
+        """Try to claim ``key``. With CLAIMED comes whether it was taken over from a dead owner
+        (whose Optuna trial, if it asked for one, is then failed: peftbench.tuning.fail_slot)."""
         now = time.time()
         try:
             with self.store.engine.begin() as conn:
@@ -69,31 +69,28 @@ class Claims:
                 # after the insert: its lock orders this read after any record stored meanwhile
                 if conn.execute(select(runs.c.run_id).where(runs.c.spec_key == key).limit(1)).first():
                     raise _AlreadyDone
-            return Outcome.CLAIMED, None
+            return Outcome.CLAIMED, False
         except _AlreadyDone:
-            return Outcome.DONE, None
+            return Outcome.DONE, False
         except IntegrityError:
             pass
         with self.store.engine.connect() as conn:
             held = conn.execute(select(claims).where(claims.c.key == key)).first()
         if held is None:  # released since: recorded, or its owner gave it up
-            return self.claim(key) if not self.store.has(key) else (Outcome.DONE, None)
+            return self.claim(key) if not self.store.has(key) else (Outcome.DONE, False)
         if not self._stale(held.owner, held.heartbeat, now):
-            return Outcome.BUSY, None
+            return Outcome.BUSY, False
         with self.store.engine.begin() as conn:  # compare and swap: one taker wins
             taken = conn.execute(update(claims)
                                  .where(claims.c.key == key, claims.c.owner == held.owner,
                                         claims.c.heartbeat == held.heartbeat)
-                                 .values(owner=self.owner, heartbeat=now, trial=None)).rowcount
-        return (Outcome.CLAIMED, held.trial) if taken else (Outcome.BUSY, None)
+                                 .values(owner=self.owner, heartbeat=now)).rowcount
+        return (Outcome.CLAIMED, True) if taken else (Outcome.BUSY, False)
 
     @staticmethod
     def _stale(owner: str, heartbeat: float, now: float) -> bool:
         alive = _alive(owner)
         return not alive if alive is not None else now - heartbeat > STALE_AFTER
-
-    def note_trial(self, key: str, trial: int) -> None:
-        self._update(key, trial=trial)
 
     def release(self, key: str) -> None:
         """Give a claim up without a record (the run was interrupted): it can be run again."""

@@ -54,11 +54,11 @@ class Scheduler:
                 if unit.phase is Phase.FINAL and not all(map(self.store.has, unit.cell.tune_keys())):
                     waiting.append(unit)  # its study is not finished yet (another worker's trials)
                     continue
-                outcome, abandoned_trial = self.claims.claim(unit.key)
+                outcome, abandoned = self.claims.claim(unit.key)
                 if outcome is Outcome.BUSY:
                     waiting.append(unit)
                 elif outcome is Outcome.CLAIMED:
-                    records.append(self.run_unit(unit, abandoned_trial))
+                    records.append(self.run_unit(unit, abandoned))
                     # counted in the store: other workers' units too
                     self.report(records[-1], unit, len(self.store.finished() & keys), len(units))
             still = [unit for unit in waiting if not self.store.has(unit.key)]
@@ -67,7 +67,7 @@ class Scheduler:
             pending = still
         return records
 
-    def run_unit(self, unit: Unit, abandoned_trial: int | None) -> RunRecord:
+    def run_unit(self, unit: Unit, abandoned: bool) -> RunRecord:
         """Run one claimed unit and store its record, which releases the claim."""
         study = trial = None
         context = Context(unit.key, {**self.env, "worker": self.claims.owner}, self.adapters_dir, self.progress)
@@ -75,10 +75,10 @@ class Scheduler:
             with self.claims.heartbeat(unit.key):
                 if unit.phase is Phase.TUNE:
                     study = self.study(unit.cell)
-                    tuning.fail_abandoned(study, abandoned_trial)
+                    if abandoned:  # its dead owner's trial, found by its slot in the study itself
+                        tuning.fail_slot(study, unit.index)
                     trial = tuning.ask(study, unit.cell.study, unit.index, unit.cell.recipe.trials,
                                        tuning.first_trial(unit.cell.method, unit.cell.has_head))
-                    self.claims.note_trial(unit.key, trial.number)
                     record = self.tune(unit, trial, context)
                 else:
                     record = self.final(unit, context)

@@ -66,7 +66,6 @@ claims = Table(
     Column("key", String(64), primary_key=True),  # the unit's spec_key
     Column("owner", String(160), nullable=False),  # machine:pid:token of the worker
     Column("heartbeat", Float, nullable=False),  # time.time() of the owner's last sign of life
-    Column("trial", Integer),  # the Optuna trial number a tuning slot asked for
 )
 
 meta = Table(

@@ -137,7 +137,9 @@ def ask(study: optuna.Study, name: str, slot: int, trials: int, fixed: dict) -> 
         with warnings.catch_warnings():  # stable since optuna 2.4, still labelled experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.sampler = optuna.samplers.PartialFixedSampler(fixed, study.sampler)
-    return study.ask()
+    trial = study.ask()
+    trial.set_user_attr("slot", slot)  # the study itself says which slot a trial belongs to
+    return trial
 
 
 def tell(study: optuna.Study, trial: int, status: str, val_metric: float | None) -> None:
@@ -147,6 +149,13 @@ def tell(study: optuna.Study, trial: int, status: str, val_metric: float | None)
     else:
         state = TrialState.PRUNED if status == "pruned" else TrialState.FAIL
         study.tell(trial, state=state, skip_if_finished=True)
+
+
+def fail_slot(study: optuna.Study, slot: int) -> None:
+    """The running trials of a slot whose worker died: failed, so that they count for nothing."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get("slot") == slot:
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
 
 
 def fail_abandoned(study: optuna.Study, trial: int | None) -> None:

@@ -19,41 +19,41 @@ def record(key):
     return stub_record(key[:8] + "-run", key)
 
 
-def plant(store, owner, heartbeat, trial=None, key="unit"):
+def plant(store, owner, heartbeat, key="unit"):
     with store.engine.begin() as conn:
-        conn.execute(insert(claims).values(key=key, owner=owner, heartbeat=heartbeat, trial=trial))
+        conn.execute(insert(claims).values(key=key, owner=owner, heartbeat=heartbeat))
 
 
 def test_one_worker_gets_a_unit_and_its_record_makes_it_done(store):
     first, second = Claims(store), Claims(store)
-    assert first.claim("unit") == (Outcome.CLAIMED, None)
-    assert second.claim("unit") == (Outcome.BUSY, None)
+    assert first.claim("unit") == (Outcome.CLAIMED, False)
+    assert second.claim("unit") == (Outcome.BUSY, False)
     store.add(record("unit"), release=first.owner)
     with store.engine.connect() as conn:
         assert conn.execute(select(claims)).first() is None  # released with the record, atomically
-    assert second.claim("unit") == (Outcome.DONE, None)
-    assert first.claim("unit") == (Outcome.DONE, None)
+    assert second.claim("unit") == (Outcome.DONE, False)
+    assert first.claim("unit") == (Outcome.DONE, False)
 
 
 def test_a_released_unit_can_be_claimed_again(store):
     first, second = Claims(store), Claims(store)
     first.claim("unit")
     first.release("unit")
-    assert second.claim("unit") == (Outcome.CLAIMED, None)
+    assert second.claim("unit") == (Outcome.CLAIMED, False)
 
 
-def test_a_dead_process_on_this_machine_loses_its_claim_with_its_trial(store):
-    plant(store, f"{this_machine()}:999999999:dead", time.time(), trial=7)
-    assert Claims(store).claim("unit") == (Outcome.CLAIMED, 7)
-    assert Claims(store).claim("unit") == (Outcome.BUSY, None)  # now held by a live process
+def test_a_dead_process_on_this_machine_loses_its_claim_to_a_taker_that_knows_it_took_over(store):
+    plant(store, f"{this_machine()}:999999999:dead", time.time())
+    assert Claims(store).claim("unit") == (Outcome.CLAIMED, True)
+    assert Claims(store).claim("unit") == (Outcome.BUSY, False)  # now held by a live process
 
 
 def test_another_machine_keeps_its_claim_until_its_heartbeat_is_stale(store):
     plant(store, "elsewhere/abcd1234:42:token", time.time(), key="fresh")
     plant(store, "elsewhere/abcd1234:43:token", time.time() - STALE_AFTER - 1, key="stale")
     worker = Claims(store)
-    assert worker.claim("fresh") == (Outcome.BUSY, None)
-    assert worker.claim("stale") == (Outcome.CLAIMED, None)
+    assert worker.claim("fresh") == (Outcome.BUSY, False)
+    assert worker.claim("stale") == (Outcome.CLAIMED, True)
 
 
 def test_the_heartbeat_refreshes_the_claim(store, monkeypatch):
