@@ -11,6 +11,7 @@ from . import defaults
 from .errors import OutOfMemory, UsageError
 
 DEFAULT_OUT = "runs"
+EXPORT_FORMATS = ("jsonl", "csv")  # peftbench.export.WRITERS
 DEFAULT_BUDGET = defaults.BUDGET
 
 
@@ -111,8 +112,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = sub.add_parser("leaderboard", help="render the results store as markdown")
     board.add_argument("--store", help=f"results store (default {DEFAULT_OUT}/results.db)")
-    board.add_argument("--output", "--out", dest="output", default="leaderboard/README.md",
-                       help="markdown file to write")
+    board.add_argument("--output", "--out", dest="output",
+                       help="markdown file to write, or a folder to write README.md in; results.jsonl (every "
+                            "final run) and figures/ go beside it (default: leaderboard/README.md beside a "
+                            f"SQLite store, else {DEFAULT_OUT}/leaderboard/README.md)")
+    board.add_argument("--against", default="lora", help="the method every other is compared with (default lora)")
+
+    export = sub.add_parser("export", help="write the store's runs as JSON Lines or CSV, one record per run")
+    export.add_argument("--store", help=f"results store (default {DEFAULT_OUT}/results.db)")
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS,
+                        help="jsonl: one JSON object per line; csv: a header row, nested fields as JSON text")
+    export.add_argument("--out", default="-",
+                        help="file to write, or a folder to write results.FORMAT in (default -: standard output)")
+    export.add_argument("--phase", choices=("final", "tune", "all"), default="all",
+                        help="final runs, tuning trials, or all (the default)")
+    export.add_argument("--status", choices=("ok", "failed", "pruned", "all"), default="all",
+                        help="runs that ended ok, failed or pruned, or all (the default)")
 
     budget = sub.add_parser("budget", help="show the size each method gets at a budget")
     budget.add_argument("--backbone", default="dinov2-s")
@@ -263,22 +278,109 @@ def cmd_run(args) -> int:
     return 1 if any(r["status"] == "failed" for r in records) else 0
 
 
+def _output(given: str, name: str) -> Path:
+    """The file to write: ``given``, or ``name`` inside it when it is a folder (an existing one, or a
+    path ending in /)."""
+    if given.endswith(("/", os.sep)) or Path(given).is_dir():
+        return Path(given) / name
+    return Path(given)
+
+
+def _make_folder(folder: Path, out: Path) -> list[Path]:
+    """Create ``folder`` and the missing folders above it; the ones created, outermost first.
+    Raises UsageError, creating nothing, when ``out`` cannot be written there."""
+    missing = []
+    above = folder
+    while not above.exists() and above != above.parent:
+        missing.append(above)
+        above = above.parent
+    if not above.is_dir():
+        raise UsageError(f"cannot write {out}: {above} is a file, not a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write {out}: {above} is not writable")
+    created = []
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except OSError as exc:
+            _remove(created)
+            raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from exc
+        created.append(path)
+    return created
+
+
+def _remove(created: list[Path]) -> None:
+    """Undo _make_folder: everything under the outermost folder it created was written by us."""
+    if created:
+        import shutil
+
+        shutil.rmtree(created[0], ignore_errors=True)
+
+
+def _not_a_folder(*paths: Path) -> None:
+    for path in paths:
+        if path.is_dir():
+            raise UsageError(f"cannot write {path}: it is a folder")
+
+
 def cmd_leaderboard(args) -> int:
+    from .export import write_jsonl
     from .leaderboard import render
+    from .store import Store, beside
+
+    location = args.store or str(Path(DEFAULT_OUT) / "results.db")
+    # never ./leaderboard/README.md unless asked for: that is where the published page lives
+    out = (beside(location, DEFAULT_OUT) / "leaderboard" / "README.md" if args.output is None
+           else _output(args.output, "README.md"))
+    results = out.parent / "results.jsonl"
+    _not_a_folder(out, results)
+    store = Store(location, create=False)
+    created = _make_folder(out.parent, out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text("")  # the folder takes files, before any figure is drawn
+        text = render(store, out, against=args.against)
+        tmp.write_text(text)
+        count = write_jsonl(store.records(phase="final"), results)
+        os.replace(tmp, out)
+    except BaseException as exc:
+        _remove(created)  # nothing half-written, whatever stopped it
+        if isinstance(exc, OSError):
+            raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from exc
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(text)
+    print(f"written to {out}, with {results.name} ({count} final run(s)) beside it")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import WRITERS
     from .store import Store
 
-    store = Store(args.store or str(Path(DEFAULT_OUT) / "results.db"), create=False)
-    text = render(store, Path(args.output))
-    out = Path(args.output)
+    location = args.store or str(Path(DEFAULT_OUT) / "results.db")
+    out = None if args.out == "-" else _output(args.out, f"results.{args.format}")
+    if out is not None:
+        _not_a_folder(out)
+    store = Store(location, create=False)
+    where = {key: value for key, value in (("phase", args.phase), ("status", args.status)) if value != "all"}
+    records = store.records(**where)
+    if out is None:
+        try:
+            WRITERS[args.format](records, "-")
+        except BrokenPipeError:  # the reader stopped early (| head): no error, no traceback at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    created = _make_folder(out.parent, out)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise UsageError(f"cannot write {out}: {exc.strerror}") from exc
-    print(text)
-    print(f"written to {out}")
+        count = WRITERS[args.format](records, out)
+    except BaseException as exc:
+        _remove(created)
+        if isinstance(exc, OSError):
+            raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from exc
+        raise
+    print(f"{count} run(s) written to {out}")
     return 0
 
 
@@ -316,8 +418,8 @@ def cmd_bench(args) -> int:
     return bench(args)
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard, "budget": cmd_budget,
-            "bench": cmd_bench}
+COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard, "export": cmd_export,
+            "budget": cmd_budget, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,9 +80,9 @@ class RunRecord:
     status: Status
     error: str | None
     details: dict = field(default_factory=dict)
-    outcomes: str | None = None  # final runs: per test example (peftbench.outcomes)
     env: dict = field(default_factory=dict)
     created_at: str | None = None
+    outcomes: str | None = None  # final runs: per test example (peftbench.outcomes)
 
     def row(self) -> dict:
         """The store's row: plain values only."""

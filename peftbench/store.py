@@ -54,9 +54,9 @@ runs = Table(
     Column("status", String(16), nullable=False),
     Column("error", Text),
     Column("details", JSON),  # what one task kind adds: parse failures of generated answers, ...
-    Column("outcomes", Text),  # final runs: per test example, right/wrong or squared error (peftbench.outcomes)
     Column("env", JSON),
     Column("created_at", String(32), nullable=False),
+    Column("outcomes", Text),  # final runs: per test example, right/wrong or squared error (peftbench.outcomes)
 )
 
 # A unit of work (a tuning trial slot or a final run) that a worker is running now; the row is
