@@ -15,6 +15,7 @@ from peft import PeftModel, get_peft_model
 from peft.utils import PeftType
 from safetensors.torch import load_file
 from transformers import BertConfig, BertModel, Dinov2Config, Dinov2Model, LlamaConfig, LlamaForCausalLM, LlamaModel
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from peftbench.methods.hora import HoraConfig, HoraLayer, HoraModel, hora_parameter_count
 
@@ -54,8 +55,10 @@ VARIANTS = [
     for axis in ("rank", "head_dim")
     if not (share == "qv" and seeds == "separate")  # invalid: qv shares seeds by definition
     and not (share == "none" and (seeds, axis) != ("shared", "rank"))  # MH-LoRA has no seeds nor generator
+] + [  # P_B on g_B's head_dim axis (d_h x d_h) instead of the rank axis
+    {"share": share, "seeds": "shared", "axis": "head_dim", "proj_axis": "generator"} for share in ("heads", "qv")
 ]
-VARIANT_IDS = [f"{v['share']}-{v['seeds']}-{v['axis']}" for v in VARIANTS]
+VARIANT_IDS = [f"{v['share']}-{v['seeds']}-{v['axis']}" + ("-genproj" if "proj_axis" in v else "") for v in VARIANTS]
 
 
 def build(arch, **overrides):
@@ -146,10 +149,16 @@ def test_train_then_merge(arch, variant):
         torch.testing.assert_close(run(merged, inputs), adapted, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("variant", [{}, {"seeds": "separate"}, {"share": "none"}], ids=["default", "sep", "none"])
+#: tiny enough that CPU bmm takes its scalar kernel, which rounds unlike mm: a kernel switch shows in the outputs
+SMALL = {"r": 2, "hidden": 4}
+
+
+@pytest.mark.parametrize("size", [{}, SMALL], ids=["r8", "r2"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
 @pytest.mark.parametrize("arch", ARCHS)
-def test_save_and_load(arch, variant, tmp_path):
-    base, model, inputs = build(arch, **variant)
+def test_save_and_load(arch, variant, size, tmp_path):
+    """A reloaded adapter, frozen (the default) or trainable, reproduces the saved model's outputs bit for bit."""
+    base, model, inputs = build(arch, **variant, **size)
     fresh = copy.deepcopy(base)
     train(model, inputs)
     model.save_pretrained(tmp_path)
@@ -162,9 +171,51 @@ def test_save_and_load(arch, variant, tmp_path):
         per_generator = len(dict(next(iter(generators["default"].values())).named_parameters()))
         assert sum(".hora_generators." in k for k in saved) == n_blocks * per_generator  # each saved once
     assert sum(v.numel() for v in saved.values()) == trainable(model)
-    loaded = PeftModel.from_pretrained(fresh, tmp_path)
     with torch.no_grad():
-        assert torch.equal(run(loaded, inputs), run(model, inputs))
+        expected = run(model, inputs)
+    assert torch.equal(run(model, inputs).detach(), expected)  # with grad enabled too
+    for is_trainable in (False, True):
+        loaded = PeftModel.from_pretrained(copy.deepcopy(fresh), tmp_path, is_trainable=is_trainable)
+        assert (trainable(loaded) > 0) == is_trainable
+        with torch.no_grad():
+            assert torch.equal(run(loaded, inputs), expected), f"{is_trainable=}"
+
+
+class MatmulTrace(TorchDispatchMode):
+    """Records the matmul kernels a forward pass runs, with their operand shapes."""
+
+    KERNELS = {"mm", "bmm", "addmm", "baddbmm", "mv", "addmv", "dot"}
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in self.KERNELS:
+            self.calls.append((name, tuple(tuple(a.shape) for a in args if torch.is_tensor(a))))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize("arch", ["vit", "llama"])
+def test_kernels_do_not_depend_on_requires_grad(arch, variant, tmp_path):
+    """torch.matmul picks mm or bmm by whether an operand requires grad (head_dim axis: g_B(seed.mT)); the
+    adapter must run the same kernels trained, frozen after reloading, and with grad on or off, whatever the BLAS."""
+    base, model, inputs = build(arch, **variant)
+    train(model, inputs, steps=1)
+    model.save_pretrained(tmp_path)
+    frozen = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path)
+
+    def kernels(m, grad):
+        with torch.set_grad_enabled(grad), MatmulTrace() as trace:
+            run(m, inputs)
+        return trace.calls
+
+    reference = kernels(model, grad=False)
+    assert any(name in ("bmm", "mm") for name, _ in reference)
+    assert kernels(model, grad=True) == reference
+    assert kernels(frozen, grad=False) == reference
 
 
 def test_load_under_another_adapter_name(tmp_path):
@@ -210,7 +261,7 @@ def test_gradients_reach_every_head_through_the_generator():
     assert per_head[0] > 0 and (per_head[1:] == 0).all()  # the coupling runs through g_B, not the seeds
 
 
-@pytest.mark.parametrize("share, coupled", [("heads", True), ("none", False)])
+@pytest.mark.parametrize("share, coupled", [("heads", True), ("qv", False), ("none", False)])
 def test_one_head_loss_moves_other_heads_only_with_a_shared_generator(share, coupled):
     _, model, inputs = build("vit", share=share, init_weights=False)
     qkv = model.base_model.model.blocks[0].attn.qkv
@@ -227,6 +278,51 @@ def test_one_head_loss_moves_other_heads_only_with_a_shared_generator(share, cou
                 p -= 0.1 * p.grad
         moved = (_head_rows(qkv, head=1) - before).abs().max() > 0
     assert moved == coupled
+
+
+def _head_zero_loss(arch, share):
+    """Backward of a loss on head 0's Q and V output rows of block 0 only; returns (model, block-0 generator)."""
+    _, model, inputs = build(arch, share=share, init_weights=False)  # nonzero P_B: gradients reach g_B
+    if arch == "vit":  # fused qkv, d_h = 16: Q rows [0, 64), V rows [128, 192)
+        modules, rows = [model.base_model.model.blocks[0].attn.qkv], [slice(0, 16), slice(128, 144)]
+        generator = model.base_model.hora_generators["default"]["blocks-0-attn"]
+    else:  # dinov2: q_proj and v_proj, d_h = 8
+        attention = model.base_model.model.encoder.layer[0].attention
+        modules, rows = [attention.q_proj, attention.v_proj], [slice(0, 8)]
+        generator = attention.q_proj.hora_generator["default"]
+    outputs = []
+    hooks = [m.register_forward_hook(lambda mod, args, out: outputs.append(out)) for m in modules]
+    run(model, inputs)
+    for hook in hooks:
+        hook.remove()
+    sum(out[..., r].square().sum() for out in outputs for r in rows).backward()
+    return model, modules, generator
+
+
+@pytest.mark.parametrize("share", ["heads", "qv"])
+@pytest.mark.parametrize("arch", ["vit", "dinov2"])
+def test_qv_heads_share_nothing_on_the_b_side(arch, share):
+    """share="qv": a loss on head 0 gives no gradient to any B-side parameter of another head (B seeds, g_B,
+    P_B); share="heads": the shared g_B and P_B, which every head uses, do get it."""
+    model, modules, generator = _head_zero_loss(arch, share)
+    b_side = {f"g_B.{n}": p for n, p in generator.g_B.named_parameters()}
+    b_side["B_seed"] = generator.B_seed
+    for i, m in enumerate(modules):
+        b_side.update({f"{i}.P_B.{role}": p for role, p in m.hora_proj_B["default"].items()})
+    own, others = {}, {}  # parameter -> |grad| summed over head 0's part, and over the other heads' parts
+    for name, p in b_side.items():
+        grad = p.grad.abs() if p.grad is not None else torch.zeros_like(p)
+        if p.dim() == 3:  # one slice per head, head axis first
+            assert p.shape[0] == 4, name
+            own[name], others[name] = grad[0].sum(), grad[1:].sum()
+        else:  # shared by every head: it belongs to head 0 and to the others alike
+            own[name] = others[name] = grad.sum()
+    assert all(v > 0 for v in own.values()), own  # the loss reaches every B-side part of head 0
+    leaks = sorted(name for name, v in others.items() if v > 0)
+    if share == "qv":
+        assert leaks == []
+    else:  # every shared part leaks into the other heads; the per-head seeds never do
+        assert leaks == sorted(name for name in b_side if name != "B_seed")
 
 
 def test_key_rows_of_fused_qkv_stay_frozen():
@@ -256,6 +352,31 @@ def test_gqa_kv_heads_use_their_query_group():
         torch.testing.assert_close(B, group_mean.flatten(0, 1))
 
 
+@pytest.mark.parametrize("share", ["heads", "qv"])
+@pytest.mark.parametrize("proj_axis", ["rank", "generator"])
+def test_b_projection_axis(proj_axis, share):
+    """B^V_i = P_B^V g_B(B_seed_i) with g_B on the head_dim axis; P_B is r x r on the rank axis (right factor) or
+    d_h x d_h on g_B's head_dim axis (left factor), per head under share="qv"."""
+    _, model, _ = build("vit", axis="head_dim", proj_axis=proj_axis, share=share, init_weights=False)
+    qkv = model.base_model.model.blocks[0].attn.qkv
+    generator = qkv.hora_generator["default"]
+    P = qkv.hora_proj_B["default"]["v"]
+    size = 16 if proj_axis == "generator" else 8  # d_h or r
+    assert P.shape == ((4, size, size) if share == "qv" else (size, size))
+    with torch.no_grad():
+        codes = generator.code_B(generator.B_seed)  # (4 heads, d_h, r)
+        per_head = P if share == "qv" else P.expand(4, size, size)
+        expected = torch.stack(
+            [per_head[i] @ codes[i] if proj_axis == "generator" else codes[i] @ per_head[i].T for i in range(4)]
+        )
+        B = qkv.hora_factors("default")[1]
+        torch.testing.assert_close(B[128:192, 8:16], expected.flatten(0, 1), atol=1e-6, rtol=1e-6)  # V rows
+    # with axis="rank", g_B's axis is the rank axis: "generator" is the same model as "rank"
+    counts = [hora_parameter_count(HoraConfig(num_attention_heads=4, proj_axis=a, share=share), build("vit")[0])
+              for a in ("rank", "generator")]
+    assert counts[0] == counts[1]
+
+
 def test_vit_small_count_against_lora():
     with torch.device("meta"):  # shapes only
         vit_s = timm.create_model("vit_small_patch14_dinov2", pretrained=False)
@@ -264,6 +385,14 @@ def test_vit_small_count_against_lora():
     assert lora["total"] == 147_456  # LoRA r=8 on q and v of 12 blocks of width 384
     assert 80_000 < hora["total"] < 100_000  # the spec's "about 93k"
     assert hora == {"seeds": 36_864, "generator": 16_320, "heads": 36_864, "lora": 0, "total": 90_048}
+    # share="qv": per block g_A, one g_B per head (6 mlp(8) of 552), P_A for q and v, one P_B per head and target
+    qv = hora_parameter_count(HoraConfig(r=8, num_attention_heads=6, share="qv"), vit_s)
+    assert qv["generator"] == 12 * (552 + 6 * 552 + 2 * 64 + 2 * 6 * 64) == 57_120
+    # axis="head_dim": g_B maps R^64 (mlp(64) = 4192); P_B is 8 x 8, or 64 x 64 on g_B's axis (proj_axis)
+    head_dim = hora_parameter_count(HoraConfig(r=8, num_attention_heads=6, axis="head_dim"), vit_s)
+    assert head_dim["generator"] == 12 * (552 + 4192 + 2 * 64 + 2 * 64)
+    wide = hora_parameter_count(HoraConfig(r=8, num_attention_heads=6, axis="head_dim", proj_axis="generator"), vit_s)
+    assert wide["generator"] == 12 * (552 + 4192 + 2 * 64 + 2 * 64 * 64)
 
 
 def test_second_adapter_and_generator_trainability():
@@ -286,6 +415,7 @@ def test_second_adapter_and_generator_trainability():
         {"num_attention_heads": 4, "share": "all"},
         {"num_attention_heads": 4, "axis": "width"},
         {"num_attention_heads": 4, "seeds": "tied"},
+        {"num_attention_heads": 4, "proj_axis": "head_dim"},
         {"num_attention_heads": 4, "activation": "swish"},
         {"num_attention_heads": 4, "share": "qv", "seeds": "separate"},
         {"num_attention_heads": 4, "num_key_value_heads": 3},
@@ -304,11 +434,14 @@ def test_config_validation(kwargs):
 
 
 def test_registered_with_peft_and_config_round_trip(tmp_path):
-    config = HoraConfig(num_attention_heads=4, num_key_value_heads=2, share="qv", axis="head_dim")
+    config = HoraConfig(
+        num_attention_heads=4, num_key_value_heads=2, share="qv", axis="head_dim", proj_axis="generator"
+    )
     assert config.peft_type == PeftType.HORA
     config.save_pretrained(tmp_path)
     loaded = HoraConfig.from_pretrained(tmp_path)
-    assert (loaded.share, loaded.axis, loaded.num_key_value_heads) == ("qv", "head_dim", 2)
+    assert (loaded.share, loaded.axis, loaded.proj_axis) == ("qv", "head_dim", "generator")
+    assert loaded.num_key_value_heads == 2
     assert set(loaded.target_modules) == set(config.target_modules)
 
 

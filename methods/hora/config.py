@@ -36,9 +36,10 @@ class HoraConfig(PeftConfig):
 
     Each adapted attention layer owns one generator, shared by all its heads and by its Q, K and V targets:
     trainable seeds (`A_seed`: r x d_in, one `B_seed_i`: d_h x r per head), MLPs `g_A`, `g_B` and, per target t,
-    output projections `P_A^t`, `P_B^t` (r x r). Then `A^t = P_A^t g_A(A_seed)`, `B^t_i = P_B^t g_B(B_seed_i)`,
-    `B^t = [B^t_1; ...; B^t_n]` and `W_t x` becomes `W_t x + (alpha / r) B^t A^t x`. Linears named in
-    `lora_modules` (e.g. a LLaMA MLP's up/down projections) take plain LoRA instead: they have no heads to couple.
+    output projections `P_A^t`, `P_B^t` (r x r, on the rank axis). Then `A^t = P_A^t g_A(A_seed)`,
+    `B^t_i = P_B^t g_B(B_seed_i)`, `B^t = [B^t_1; ...; B^t_n]` and `W_t x` becomes `W_t x + (alpha / r) B^t A^t x`.
+    Linears named in `lora_modules` (e.g. a LLaMA MLP's up/down projections) take plain LoRA instead: they have no
+    heads to couple.
 
     Args:
         r (`int`): rank of the update of every target. Defaults to 8.
@@ -49,10 +50,14 @@ class HoraConfig(PeftConfig):
         share (`str`): `"heads"` (HoRA: one generator for all heads of a layer), `"none"` (MH-LoRA ablation:
             independent per-head LoRA, a free A per target and a free B_i per head, no generator, so `seeds`, `axis`,
             `hidden` and `activation` are unused; the count equals LoRA's) or `"qv"` (Q/V sharing only: Q and V
-            share the seeds and `g_A`, but every head has its own `g_B`,
-            so heads share no B-side generator; needs `seeds="shared"`).
+            share the seeds and `g_A`, but every head has its own `g_B_i` and, per target, its own `P_B^t_i`, so
+            heads share nothing on the B side: `B^t_i = P_B^t_i g_B_i(B_seed_i)`; needs `seeds="shared"`).
         axis (`str`): the axis `g_B` acts on: `"rank"` (default; each row of `B_seed_i` in R^r) or `"head_dim"` (each
             column of `B_seed_i` in R^d_h). `g_A` always acts on the rank axis: A has no head structure.
+        proj_axis (`str`): the axis the B-side output projections `P_B` act on (the spec leaves it open when
+            `axis="head_dim"`): `"rank"` (default; r x r, as `P_A`, whatever `axis` says: the cheap reading) or
+            `"generator"` (the axis `g_B` acts on, so `P_B` projects `g_B`'s output: d_h x d_h with
+            `axis="head_dim"`, which costs R (d_h^2 - r^2) more per block; the same as `"rank"` with `axis="rank"`).
         seeds (`str`): `"shared"` (default: Q, K and V are generated from the same seeds) or `"separate"` (each target
             has its own `A_seed` and per-head `B_seed`s; the generator stays shared, so the count is LoRA's plus the
             generators).
@@ -88,6 +93,9 @@ class HoraConfig(PeftConfig):
     activation: str = field(default="tanh", metadata={"help": f"Generator activation, one of {ACTIVATIONS}."})
     share: Literal["heads", "none", "qv"] = field(default="heads", metadata={"help": "heads | none | qv"})
     axis: Literal["rank", "head_dim"] = field(default="rank", metadata={"help": "Axis g_B acts on: rank | head_dim"})
+    proj_axis: Literal["rank", "generator"] = field(
+        default="rank", metadata={"help": "Axis P_B acts on: rank (r x r) | generator (g_B's axis)"}
+    )
     seeds: Literal["shared", "separate"] = field(default="shared", metadata={"help": "shared | separate"})
     num_attention_heads: Optional[int] = field(default=None, metadata={"help": "Number of query heads (required)."})
     num_key_value_heads: Optional[int] = field(default=None, metadata={"help": "K/V heads (GQA); None = heads."})
@@ -137,6 +145,7 @@ class HoraConfig(PeftConfig):
             ("activation", ACTIVATIONS),
             ("share", ("heads", "none", "qv")),
             ("axis", ("rank", "head_dim")),
+            ("proj_axis", ("rank", "generator")),
             ("seeds", ("shared", "separate")),
         ):
             if getattr(self, name) not in allowed:

@@ -23,8 +23,9 @@ def hora_parameter_count(config: HoraConfig, model: nn.Module) -> dict[str, int]
 
     - seeds: r d_in (shared seeds) or R r d_in (separate seeds, MH-LoRA);
     - heads: H d_h r (shared: one B seed per query head, kv heads reuse their group's) or sum_t n_t d_h r;
-    - generator: mlp(r) + G mlp(D_B) + 2 R r^2, with G = H for share="qv" else 1 and D_B = r or d_h (axis);
-      zero for MH-LoRA;
+    - generator: mlp(r) + G mlp(D_B) + R r^2 (P_A) + P D_P^2 (P_B), with D_B = r or d_h (axis), D_P = D_B
+      with proj_axis="generator" else r and, for share="qv" (heads share nothing on the B side), G = H and
+      P = sum_t n_t (one g_B and one P_B per head), else G = 1 and P = R; zero for MH-LoRA;
     - lora: r (d_in + d_out) per `lora_modules` Linear (a free A and B, whatever `share` and `seeds` say).
     """
     return count_from_shapes(config, hora_shapes(config, model))
@@ -60,7 +61,7 @@ def hora_shapes(config: HoraConfig, model: nn.Module) -> HoraShapes:
 
 def count_from_shapes(config, shapes: HoraShapes) -> dict[str, int]:
     """`hora_parameter_count` on a model with these shapes; `config` needs only r, hidden,
-    num_attention_heads, share, seeds and axis."""
+    num_attention_heads, share, seeds and axis (and proj_axis, "rank" when absent)."""
     r, m, heads = config.r, config.hidden, config.num_attention_heads
     seeds = per_head = generator = 0
     for d_in, d_h, roles in shapes.blocks:
@@ -72,8 +73,12 @@ def count_from_shapes(config, shapes: HoraShapes) -> dict[str, int]:
             per_head += heads * d_h * r
         if config.share != "none":
             code_dim = r if config.axis == "rank" else d_h
-            groups = heads if config.share == "qv" else 1
-            generator += _mlp(r, m) + groups * _mlp(code_dim, m) + 2 * len(roles) * r * r
+            proj_dim = code_dim if getattr(config, "proj_axis", "rank") == "generator" else r
+            # share="qv": one g_B per query head and one P_B per head of each target
+            groups, projections_B = (heads, sum(roles)) if config.share == "qv" else (1, len(roles))
+            generator += (
+                _mlp(r, m) + groups * _mlp(code_dim, m) + len(roles) * r * r + projections_B * proj_dim * proj_dim
+            )
     lora = r * shapes.lora_width
     total = seeds + generator + per_head + lora
     return {"seeds": seeds, "generator": generator, "heads": per_head, "lora": lora, "total": total}

@@ -30,6 +30,18 @@ def _unit_(t: torch.Tensor) -> torch.Tensor:
     return nn.init.uniform_(t, -bound, bound)
 
 
+def _linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """`x @ w.mT` on the last axis of x; w is (out, in), or (n, out, in) with one map per index of x's first axis.
+
+    The leading axes of x are folded by hand. `torch.matmul` folds a (non-contiguous) batch into one `mm` only
+    when the 2-D operand requires grad, and runs `bmm` otherwise; the two kernels may round differently, so a
+    frozen (reloaded) adapter would not reproduce the trained one bit for bit. Here the kernel depends on shapes only.
+    """
+    if w.dim() == 3:
+        return torch.bmm(x, w.mT)
+    return (x.reshape(-1, x.shape[-1]) @ w.mT).view(*x.shape[:-1], w.shape[-2])
+
+
 class HoraMLP(nn.Module):
     """`g(z) = W2 act(W1 z + b1) + b2` on the last axis of z; `groups > 1` keeps one MLP per leading index."""
 
@@ -58,7 +70,7 @@ class HoraMLP(nn.Module):
         return f"dim={self.w1.shape[-1]}, hidden={self.w1.shape[-2]}{groups}"
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.act(z @ self.w1.mT + self.b1) @ self.w2.mT + self.b2
+        return _linear(self.act(_linear(z, self.w1) + self.b1), self.w2) + self.b2
 
 
 class HoraGenerator(nn.Module):
@@ -76,7 +88,7 @@ class HoraGenerator(nn.Module):
         self.shared_seeds = config.seeds == "shared"
         self.axis = config.axis
         self.g_A = HoraMLP(r, config.hidden, config.activation)
-        # share="qv": one g_B per head, so nothing on the B side is shared across heads.
+        # share="qv": one g_B per head (and one P_B per head in the layers), so heads share nothing on the B side.
         groups = heads if config.share == "qv" else 1
         self.g_B = HoraMLP(r if config.axis == "rank" else head_dim, config.hidden, config.activation, groups)
         if self.shared_seeds:
@@ -144,20 +156,23 @@ def _group_heads(codes: torch.Tensor, n_heads: int) -> torch.Tensor:
 class HoraLayer(BaseTunerLayer):
     """HoRA state of one target Linear; per adapter and per role (q, k, v or lora) it owns:
 
-    - `hora_proj_A`, `hora_proj_B`: the target's output projections P_A, P_B (r x r) of the generator;
+    - `hora_proj_A`, `hora_proj_B`: the target's output projections P_A (r x r) and P_B of the generator; P_B is
+      p x p with p = r, or d_h when it acts on g_B's head_dim axis (`proj_axis`), and one per head (n_heads x p x p)
+      with `share="qv"` (a P_B shared by the heads would couple their B rows);
     - `hora_A`, `hora_B`: seeds of its own (`seeds="separate"`: A_seed r x d_in, B seeds n_heads x d_h x r), or the
       free A and per-head B of MH-LoRA (`share="none"`) and of plain LoRA (role lora: one head of all d_out rows);
       empty when the seeds are the block's.
     """
 
     adapter_layer_names = ("hora_A", "hora_B", "hora_proj_A", "hora_proj_B")
-    other_param_names = ("r", "scaling", "hora_dropout", "hora_layout", "hora_generator")
+    other_param_names = ("r", "scaling", "hora_dropout", "hora_layout", "hora_generator", "hora_proj_head_dim")
 
     def __init__(self, base_layer: nn.Module, **kwargs):
         self.base_layer = base_layer
         self.r: dict[str, int] = {}
         self.scaling: dict[str, float] = {}
         self.hora_layout: dict[str, dict[str, tuple[int, int, int]]] = {}  # role -> (first_row, end_row, n_heads)
+        self.hora_proj_head_dim: dict[str, bool] = {}  # P_B acts on the head_dim axis (else on the rank axis)
         self.hora_dropout = nn.ModuleDict({})
         self.hora_A = nn.ModuleDict({})
         self.hora_B = nn.ModuleDict({})
@@ -195,8 +210,11 @@ class HoraLayer(BaseTunerLayer):
             self.hora_A[adapter_name] = per_role(lambda n: (r, self.in_features))
             self.hora_B[adapter_name] = per_role(lambda n: (n, head_dim, r))
         if generator is not None:
+            on_head_dim = config.proj_axis == "generator" and config.axis == "head_dim"
+            self.hora_proj_head_dim[adapter_name] = on_head_dim
+            p, per_head = (head_dim if on_head_dim else r), config.share == "qv"
             self.hora_proj_A[adapter_name] = per_role(lambda n: (r, r))
-            self.hora_proj_B[adapter_name] = per_role(lambda n: (r, r))
+            self.hora_proj_B[adapter_name] = per_role(lambda n: (n, p, p) if per_head else (p, p))
             self.hora_generator[adapter_name] = generator
         self.reset_hora_parameters(adapter_name, config.init_weights)
         self._move_adapter_to_device_of_base_layer(adapter_name)
@@ -245,7 +263,11 @@ class HoraLayer(BaseTunerLayer):
                     a = generator.code_A(self.hora_A[adapter_name][role])
                     b = generator.code_B(self.hora_B[adapter_name][role])
                 a = self.hora_proj_A[adapter_name][role] @ a
-                b = b @ self.hora_proj_B[adapter_name][role].T
+                proj_B = self.hora_proj_B[adapter_name][role]  # per head under "qv"
+                if self.hora_proj_head_dim[adapter_name]:  # proj_axis="generator" with axis="head_dim"
+                    b = _linear(b.mT, proj_B).mT
+                else:
+                    b = _linear(b, proj_B)  # on the rank axis
             A_parts.append(a)
             if len(layout) == 1 and (start, stop) == (0, self.out_features):
                 return a, b.flatten(0, 1)  # a separate q, k or v Linear: its heads stacked are the whole B
@@ -311,7 +333,9 @@ class Linear(nn.Module, HoraLayer):
                 continue
             A, B = self.hora_factors(adapter)
             h = self.hora_dropout[adapter](self._cast_input_dtype(x, A.dtype))
-            result = result + self.scaling[adapter] * F.linear(F.linear(h, A), B)  # two skinny matmuls
+            # two skinny matmuls on the tokens folded by hand (see _linear: the kernel must not depend on grad)
+            delta = F.linear(F.linear(h.reshape(-1, h.shape[-1]), A), B).view(*h.shape[:-1], -1)
+            result = result + self.scaling[adapter] * delta
         return result.to(previous_dtype)
 
     def __repr__(self) -> str:
