@@ -1,24 +1,54 @@
 """The leaderboard's figures: metric against trainable parameters (Pareto) and against the data
 fraction (sample efficiency). matplotlib's object API on the Agg canvas: no display, no pyplot
-state shared with a caller."""
+state shared with a caller. A method has one colour, the same in every figure (``color``)."""
 
 from __future__ import annotations
 
+import math
 import textwrap
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
+#: the built-in methods' colours (matplotlib's tab10, in this order), so they never collide
+KNOWN = ("lora", "dora", "vera", "adapter", "hora", "linear", "full")
+TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+         "#17becf")
+#: colours for any other method (variants, third-party plugins), chosen by a stable hash of the name
+OTHERS = (*TAB10[len(KNOWN):], "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2",
+          "#dbdb8d", "#9edae5", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
+#: line styles for the budgets of one method in one panel (its colour stays)
+STYLES = ("-", "--", ":", "-.")
+
+
+def color(method: str) -> str:
+    """The method's colour in every figure: fixed for the built-in methods, otherwise picked by a
+    CRC32 of its name (the same in every process and run, unlike Python's ``hash``)."""
+    if method in KNOWN:
+        return TAB10[KNOWN.index(method)]
+    return OTHERS[zlib.crc32(method.encode()) % len(OTHERS)]
+
 
 @dataclass(frozen=True)
 class Point:
-    label: str  # method (and budget where several)
     x: float
     mean: float
-    std: float
+    low: float = math.nan  # the interval's ends; nan: no interval
+    high: float = math.nan
+
+
+@dataclass(frozen=True)
+class Line:
+    """One method's points (several budgets, or several fractions), drawn in the method's colour."""
+
+    method: str
+    label: str
+    points: list[Point] = field(default_factory=list)
+    style: str = "-"
 
 
 @dataclass(frozen=True)
@@ -46,25 +76,46 @@ def pareto_front(points: list[Point], lower_is_better: bool) -> list[Point]:
     return front
 
 
-def _wrapped(title: str, figure: Figure) -> str:
+def _wrapped(title: str, figure: Figure, width: float | None = None) -> str:
     """A title broken into lines that fit the figure (about 11 characters per inch)."""
-    return textwrap.fill(title, width=int(figure.get_figwidth() * 11))
+    return textwrap.fill(title, width=int((width or figure.get_figwidth()) * 11))
 
 
-def pareto(points: list[Point], axis: Axis, title: str, path: Path) -> None:
-    """Mean metric over tasks against trainable parameters (log x); methods training no backbone
-    parameter (a log axis has no zero) are drawn as horizontal lines."""
-    figure = Figure(figsize=(6.4, 4.4), layout="constrained")
+def _errors(points: list[Point], s: float, floor: bool) -> list[list[float]] | None:
+    """Asymmetric error bars from the intervals (none where no point has one); on a log axis
+    (``floor``) a bar reaching zero stops at a twentieth of its point."""
+    if not any(not math.isnan(p.low) for p in points):
+        return None
+    below, above = [], []
+    for p in points:
+        low = p.low if not math.isnan(p.low) else p.mean
+        high = p.high if not math.isnan(p.high) else p.mean
+        if floor:
+            low = max(low, p.mean * 0.05)
+        below.append(max(0.0, (p.mean - low) * s))
+        above.append(max(0.0, (high - p.mean) * s))
+    return [below, above]
+
+
+def pareto(lines: list[Line], axis: Axis, title: str, path: Path, interval: str = "95% interval") -> Figure:
+    """The metric against trainable parameters (log x), one line per method through its budgets
+    (a fixed-size method is one point), error bars from the intervals, labels in a legend beside
+    the axes. Methods training no backbone parameter (a log axis has no zero) are horizontal lines.
+    Returns the figure (already saved), for a caller that inspects it."""
+    figure = Figure(figsize=(8.4, 4.6), layout="constrained")
     ax = figure.add_subplot()
     s = axis.scale
-    sized = [p for p in points if p.x > 0]
-    for i, p in enumerate(points):
-        color = f"C{i % 10}"
-        if p.x > 0:
-            ax.errorbar(p.x, p.mean * s, yerr=p.std * s, fmt="o", color=color, capsize=3, label=p.label)
-            ax.annotate(p.label, (p.x, p.mean * s), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        else:
-            ax.axhline(p.mean * s, color=color, linestyle=":", label=f"{p.label} (0 trainable)")
+    sized = [p for line in lines for p in line.points if p.x > 0]
+    for line in sorted(lines, key=lambda line: line.label):
+        c = color(line.method)
+        zero = [p for p in line.points if p.x <= 0]
+        points = sorted((p for p in line.points if p.x > 0), key=lambda p: p.x)
+        if points:
+            ax.errorbar([p.x for p in points], [p.mean * s for p in points],
+                        yerr=_errors(points, s, axis.lower_is_better), fmt="o", linestyle=line.style, color=c,
+                        capsize=3, markersize=5, label=line.label)
+        for p in zero:
+            ax.axhline(p.mean * s, color=c, linestyle=":", label=f"{line.label} (0 trainable)")
     front = pareto_front(sized, axis.lower_is_better)
     if len(front) > 1:
         ax.step([p.x for p in front], [p.mean * s for p in front], where="post", color="0.6",
@@ -80,31 +131,35 @@ def pareto(points: list[Point], axis: Axis, title: str, path: Path) -> None:
         ax.set_yscale("log")
     ax.set_xlabel("trainable parameters (head excluded, log scale)")
     ax.set_ylabel(axis.label)
-    ax.set_title(_wrapped(title, figure), fontsize=10)
+    ax.set_title(_wrapped(title, figure, 6.2), fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8)
+    figure.legend(loc="outside right upper", fontsize=8, title=f"mean, {interval}", title_fontsize=8)
     _save(figure, path)
+    return figure
 
 
-def fractions(panels: dict[str, dict[str, list[Point]]], axis: Axis, title: str, path: Path,
-              examples: dict[str, int] | None = None) -> None:
-    """One panel per entry of ``panels`` (task or suite mean), one line per method: mean ± std
-    over seeds against the fraction of the training split (log x). ``examples`` gives a panel's
-    full training-set size, for a second axis in examples."""
-    figure = Figure(figsize=(5.2 * len(panels), 4.4), layout="constrained")
+def fractions(panels: dict[str, list[Line]], axis: Axis, title: str, path: Path,
+              examples: dict[str, int] | None = None, interval: str = "95% interval") -> Figure:
+    """One panel per entry of ``panels`` (task or suite mean), one line per method (and budget):
+    the mean and a band for its interval against the fraction of the training split (log x).
+    ``examples`` gives a panel's full training-set size, for a second axis in examples."""
+    figure = Figure(figsize=(5.2 * len(panels) + 1.8, 4.4), layout="constrained")
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     s = axis.scale
     for ax, (name, lines) in zip(axes, panels.items()):
-        for i, (label, points) in enumerate(sorted(lines.items())):
-            points = sorted(points, key=lambda p: p.x)
+        for line in sorted(lines, key=lambda line: line.label):
+            c = color(line.method)
+            points = sorted(line.points, key=lambda p: p.x)
             xs, means = [p.x for p in points], [p.mean * s for p in points]
-            low, high = [(p.mean - p.std) * s for p in points], [(p.mean + p.std) * s for p in points]
-            if axis.lower_is_better:  # a band reaching zero has no place on a log axis
-                low = [max(lo, m * 0.05) for lo, m in zip(low, means)]
-            ax.plot(xs, means, marker="o", color=f"C{i % 10}", label=label)
-            ax.fill_between(xs, low, high, color=f"C{i % 10}", alpha=0.2, linewidth=0)
+            ax.plot(xs, means, marker="o", color=c, linestyle=line.style, label=line.label)
+            if any(not math.isnan(p.low) for p in points):
+                low = [(p.low if not math.isnan(p.low) else p.mean) * s for p in points]
+                high = [(p.high if not math.isnan(p.high) else p.mean) * s for p in points]
+                if axis.lower_is_better:  # a band reaching zero has no place on a log axis
+                    low = [max(lo, m * 0.05) for lo, m in zip(low, means)]
+                ax.fill_between(xs, low, high, color=c, alpha=0.2, linewidth=0)
         ax.set_xscale("log")
-        ticks = sorted({p.x for points in lines.values() for p in points})
+        ticks = sorted({p.x for line in lines for p in line.points})
         ax.xaxis.set_major_locator(FixedLocator(ticks))  # the fractions run, as percentages
         ax.xaxis.set_major_formatter(FuncFormatter(lambda f, _: f"{f * 100:.3g}%"))
         ax.xaxis.set_minor_locator(NullLocator())
@@ -114,7 +169,6 @@ def fractions(panels: dict[str, dict[str, list[Point]]], axis: Axis, title: str,
         ax.set_ylabel(axis.label)
         ax.set_title(name, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, title="mean ± std over seeds", title_fontsize=8)
         total = (examples or {}).get(name)
         if total:
             top = ax.secondary_xaxis("top", functions=(lambda f, n=total: f * n, lambda k, n=total: k / n))
@@ -122,5 +176,12 @@ def fractions(panels: dict[str, dict[str, list[Point]]], axis: Axis, title: str,
             top.xaxis.set_major_formatter(FuncFormatter(lambda k, _: f"{k:,.0f}"))
             top.xaxis.set_minor_locator(NullLocator())
             top.set_xlabel("training examples", fontsize=8)
+    handles = {}  # one legend for the figure: each label once, from whichever panel has it
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    figure.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8,
+                  title=f"mean, band: {interval}", title_fontsize=8)
     figure.suptitle(_wrapped(title, figure), fontsize=11)
     _save(figure, path)
+    return figure

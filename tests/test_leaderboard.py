@@ -1,13 +1,22 @@
-"""The leaderboard rendered from a store of hand-made records: tables, bold, reference rows,
-the header, the figures and the sample-efficiency table."""
+"""The leaderboard rendered from a store of hand-made records: tables, intervals, paired
+comparisons, bold only where significant, chance, hyper-parameters, reference rows, the header,
+the figures and the sample-efficiency table."""
 
+import math
+import os
 import re
+import subprocess
+import sys
 import uuid
 
+import numpy as np
 import pytest
 
+from peftbench import figures
 from peftbench.leaderboard import render
+from peftbench.outcomes import encode
 from peftbench.reference import published
+from peftbench.stats import Intervals
 from peftbench.store import Store
 
 ENV = {"packages": {"peftbench": "0.1.0", "torch": "2.14.1", "peft": "0.21.2"}, "python": "3.11.7",
@@ -31,11 +40,32 @@ def record(suite, task, group, method, seed, metric_value, *, metric="accuracy",
     }
 
 
-def table_rows(text, section):
-    """The table lines of one section, as lists of cells."""
+def table_rows(text, section, which=0):
+    """The lines of one section's ``which``-th table (0: the results, 1: the hyper-parameters), as
+    lists of cells."""
     block = text.split(f"## {section}")[1].split("\n## ")[0]
-    return [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()
-            if line.startswith("| ") and not line.startswith("|---")]
+    found = re.findall(r"(?:^\|.*\n?)+", block, flags=re.M)[which]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in found.splitlines()
+            if line.startswith("| ")]
+
+
+def estimate(cell):
+    """The mean a cell shows, without its marks and interval."""
+    return cell.replace("**", "").replace("≈ ", "").split(" ±")[0].split(" (")[0]
+
+
+def hits(n, k, order):
+    """Right/wrong outcomes: right on the first ``k`` examples of ``order`` (a permutation of ``n``)."""
+    right = np.zeros(n, dtype=bool)
+    right[order[:k]] = True
+    return right
+
+
+def add(store, suite, task, method, seed, outcomes, **extra):
+    """A final run whose test metric is the mean of its outcomes, which it keeps."""
+    value = float(np.mean(outcomes))
+    store.add(record(suite, task, "natural" if suite == "quick" else suite, method, seed, value,
+                     outcomes=encode(outcomes), **extra))
 
 
 @pytest.fixture
@@ -55,35 +85,43 @@ def vtab_store(store_path):
 
 
 def test_vtab_table_group_means_bold_and_reference_rows(vtab_store, tmp_path):
+    """Records without per-example outcomes (before schema 4): intervals over seeds only, said so."""
     out = tmp_path / "board" / "README.md"
     text = render(vtab_store, out)
     rows = table_rows(text, "vtab on dinov2-s")
     header = rows[0]
     assert header[:8] == ["method", "budget", "cifar", "dtd", "eurosat", "kitti", "natural mean", "specialized mean"]
-    assert header[8:11] == ["structured mean", "mean (4 tasks)", "mean of groups"]
+    assert header[8:13] == ["structured mean", "mean (4 tasks)", "mean of groups", "Δ vs lora",
+                            "trainable (% of budget)"]
     hora, lora = rows[1], rows[2]
     assert hora[0] == "hora" and lora[0] == "lora"
+    # two seeds a point apart: Student t with 1 degree of freedom, t(0.975, 1) = 12.706
+    half = f"{12.7062 * (0.01 / math.sqrt(2)) / math.sqrt(2) * 100:.1f}"
+    assert half == "6.4"
     # lora: natural (0.70 + 0.60) / 2 = 65.0 (seed 0) and 66.0 (seed 1); tasks mean 67.5 / 68.5;
     # groups (65 + 90 + 50) / 3 = 68.33 / 69.33; the stale 10% cifar run is ignored
-    assert lora[6] == "**65.5 ± 0.7**" and lora[9] == "68.0 ± 0.7" and lora[10] == "68.8 ± 0.7"
-    assert lora[2] == "70.5 ± 0.7"
-    # higher is better: bold goes to the larger accuracy, per column
+    assert lora[6] == f"**65.5 ± {half}**" and lora[9] == f"68.0 ± {half}" and lora[10] == f"68.8 ± {half}"
+    assert lora[2] == f"70.5 ± {half}"
+    # higher is better: bold goes to the larger accuracy, per column (the seeds agree on the difference)
     assert hora[2].startswith("**72.5") and not lora[2].startswith("**")
     assert lora[3].startswith("**60.5") and not hora[3].startswith("**")
     assert hora[9].startswith("**") and hora[10].startswith("**")
+    # paired with lora, seed by seed: hora's mean is 2 points higher at both seeds
+    assert hora[11] == "+2.0 [+2.0, +2.0] better" and lora[11] == "reference"
     # fewer trainable parameters and more samples/s are better
-    assert lora[11] == "**0.147M (100.0%)**" and hora[11] == "0.149M (101.0%)"  # % of the budget
-    assert lora[12] == "**80**" and hora[12] == "70"
-    assert lora[13] == hora[13] == "250"  # every row equal: no best to bold
+    assert lora[12] == "**0.147M (100.0%)**" and hora[12] == "0.149M (101.0%)"  # % of the budget
+    assert lora[13] == "**80**" and hora[13] == "70"
+    assert lora[14] == hora[14] == "250"  # every row equal: no best to bold
+    assert "Student-t interval over seeds only" in text and "from before schema version 4" in text
     # reference rows: below the rule row, labelled with their source, never bold
     rule = next(i for i, row in enumerate(rows) if "reported in papers" in row[0])
     assert rule == 3
     reported = rows[rule + 1:]
     assert reported and all("reported (" in row[0] for row in reported)
-    assert not any("**" in cell for row in reported for cell in row)
+    assert not any("**" in cell or "≈" in cell for row in reported for cell in row)
     lora_paper = next(row for row in reported if row[0].startswith("LoRA"))
     assert lora_paper[2] == "67.1" and "V-PETL Bench" in lora_paper[0] and "on ViT-B/16 (IN-21k)" in lora_paper[0]
-    assert lora_paper[11] == "0.29M"
+    assert lora_paper[11] == "-" and lora_paper[12] == "0.29M"
     # the Pareto figure is written beside the markdown and embedded by a relative link
     assert (out.parent / "figures" / "vtab-dinov2-s-pareto.png").stat().st_size > 10_000
     assert "](figures/vtab-dinov2-s-pareto.png)" in text
@@ -127,7 +165,9 @@ def test_lower_is_better_bolds_the_minimum_and_the_fraction_curves(store_path, t
     rows = table_rows(text, "hmoe on hmoe-attention")
     assert rows[0][:5] == ["method", "budget", "independent", "shared", "mean"]
     hora, lora = rows[1], rows[2]
-    assert hora[3] == "**0.0021 ± 0.000141**" and lora[3] == "0.0042 ± 0.000283"  # full data only
+    # full data only; two seeds 10% apart: t(0.975, 1) * std / sqrt(2)
+    assert hora[3] == "**0.0021 ± 0.00127**" and lora[3] == "0.0042 ± 0.00254"
+    assert "(chance)" not in text  # no untrained rows to compare with
     assert "lower is better" in text and not any("reported" in row[0] for row in rows)
     block = text.split("sample efficiency")[1]
     fractions = [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()
@@ -161,7 +201,7 @@ def test_untuned_rows_say_so_with_each_methods_learning_rate_and_a_short_budget_
     text = render(store)
     assert "**untuned**" in text and "lr hora 0.003, lora 0.001; head lr 0.001 for every method" in text
     rows = table_rows(text, "quick on dinov2-s")
-    assert rows[1][0] == "hora †" and rows[1][4] == "**0.140M (94.9%)**"
+    assert rows[1][0] == "hora †" and rows[1][5] == "**0.140M (94.9%)**"
     assert "† cannot land within 1% of the budget" in text
 
 
@@ -172,3 +212,221 @@ def test_tuned_rows_name_the_shared_search_space(vtab_store):
                           hparams={"lr": 2e-3, "weight_decay": 1e-4, "head_lr": 5e-3}))
     text = render(vtab_store).split("## quick")[1]
     assert "one search space shared by every method (lr and head lr log-uniform in [1e-05, 0.1]" in text
+
+
+# --- intervals, paired comparisons, significance, chance ------------------------------------------
+
+def test_bootstrap_half_width_matches_the_normal_approximation_on_a_large_test_set():
+    n, p = 20_000, 0.7
+    right = hits(n, int(p * n), np.random.default_rng(0).permutation(n))
+    runs = {"lora": {"digits": {0: (p, right)}}}
+    found = Intervals(runs, by_examples=True).interval("lora", {"digits": 1.0})
+    normal = 1.96 * math.sqrt(p * (1 - p) / n)  # one seed: only the test examples vary
+    assert found.estimate == pytest.approx(p)
+    assert found.half_width == pytest.approx(normal, rel=0.1)
+    assert found.low < p < found.high
+    # a fixed generator: the same runs give the same interval, so the page is reproducible
+    assert Intervals(runs, by_examples=True).interval("lora", {"digits": 1.0}) == found
+
+
+def test_bootstrap_resamples_the_seeds():
+    """Two seeds, one right on every example and one wrong on every one: a quarter of the
+    resamples draw seed 0 twice (mean 1), a quarter seed 1 twice (mean 0), so the 95% interval is
+    exactly [0, 1]; the examples add nothing (every draw of them gives the same mean)."""
+    n = 500
+    runs = {"a": {"t": {0: (1.0, np.ones(n, dtype=bool)), 1: (0.0, np.zeros(n, dtype=bool))}}}
+    found = Intervals(runs, by_examples=True).interval("a", {"t": 1.0})
+    assert (found.estimate, found.low, found.high) == (0.5, 0.0, 1.0)
+
+
+def test_paired_difference_counts_only_the_examples_where_the_two_differ():
+    n = 4_000
+    order = np.random.default_rng(1).permutation(n)
+    base, better = hits(n, 2_400, order), hits(n, 2_600, order)  # right on a superset: +5 points
+    runs = {"lora": {"t": {0: (0.60, base)}}, "hora": {"t": {0: (0.65, better)}}}
+    stats = Intervals(runs, by_examples=True)
+    diff = stats.paired("hora", "lora", {"t": 1.0})
+    # the per-example difference is 1 on 5% of the examples, 0 elsewhere
+    assert diff.estimate == pytest.approx(0.05) and diff.above(0) and diff.excludes(0)
+    assert diff.half_width == pytest.approx(1.96 * math.sqrt(0.05 * 0.95 / n), rel=0.15)
+    reverse = stats.paired("lora", "hora", {"t": 1.0})
+    assert reverse.below(0) and reverse.low == pytest.approx(-diff.high) and reverse.high == pytest.approx(-diff.low)
+    # pairing removes the examples both get right or wrong: narrower than either row's own interval
+    assert diff.half_width < stats.interval("lora", {"t": 1.0}).half_width
+
+
+def test_bold_goes_to_a_significantly_better_best_and_ties_are_marked(store_path):
+    n = 3_000
+    orders = [np.random.default_rng(seed).permutation(n) for seed in (0, 1)]
+    apart, close = Store(store_path), Store(store_path.replace(".db", "-close.db"))
+    for seed, order in enumerate(orders):
+        lora = hits(n, 2_100, order)
+        add(apart, "quick", "digits", "lora", seed, lora)
+        add(apart, "quick", "digits", "hora", seed, hits(n, 2_400, order))  # 10 points more, same examples
+        add(close, "quick", "digits", "lora", seed, lora)
+        nearly = lora.copy()
+        nearly[order[[2_100, 2_101]]] = True  # two examples more right, one less
+        nearly[order[0]] = False
+        add(close, "quick", "digits", "hora", seed, nearly)
+    rows = table_rows(render(apart), "quick on dinov2-s")
+    hora, lora = rows[1], rows[2]
+    assert hora[2].startswith("**80.0 ± ") and hora[3].startswith("**80.0 ± ") and "≈" not in hora[2]
+    assert lora[2].startswith("70.0 ± ") and "**" not in lora[2] + lora[3]
+    assert hora[4].startswith("+10.0 [+") and hora[4].endswith("better")
+    text = render(close)
+    rows = table_rows(text, "quick on dinov2-s")
+    hora, lora = rows[1], rows[2]
+    assert estimate(hora[2]) == "70.0" and estimate(lora[2]) == "70.0"
+    assert hora[2].startswith("≈ ") and lora[2].startswith("≈ ")  # no single best
+    assert not any("**" in cell for row in rows[1:] for cell in row[2:4])
+    assert not hora[4].endswith(("better", "worse"))  # the interval of +0.0 includes 0
+    assert "bootstrap, 1,000 resamples" in text and "≈: no single best" in text
+
+
+def test_a_row_at_chance_is_marked_and_never_bold(store_path):
+    n = 1_000
+    order = np.random.default_rng(2).permutation(n)
+    store = Store(store_path)
+    add(store, "quick", "digits", "lora", 0, hits(n, 800, order), seeds=1)
+    add(store, "quick", "digits", "vera", 0, hits(n, 112, order), seeds=1)  # above 10%, but not clearly
+    add(store, "quick", "digits", "linear", 0, hits(n, 100, order), seeds=1, trainable=0, size={})
+    text = render(store)
+    rows = {row[0]: row for row in table_rows(text, "quick on dinov2-s")[1:]}
+    assert rows["lora"][2].startswith("**80.0") and "(chance)" not in rows["lora"][2]
+    for method in ("vera", "linear"):
+        assert rows[method][2].endswith("(chance)") and "**" not in rows[method][2] and "≈" not in rows[method][2]
+    assert "1/classes (digits 10.0%)" in text
+    # the best row itself at chance: no bold and no tie anywhere
+    only_chance = Store(store_path.replace(".db", "-chance.db"))
+    add(only_chance, "quick", "digits", "vera", 0, hits(n, 112, order), seeds=1)
+    add(only_chance, "quick", "digits", "linear", 0, hits(n, 100, order), seeds=1, trainable=0, size={})
+    rows = table_rows(render(only_chance), "quick on dinov2-s")[1:]
+    assert all(row[2].endswith("(chance)") and "**" not in row[2] and "≈" not in row[2] for row in rows)
+
+
+def test_regression_rows_no_better_than_the_untrained_model_are_marked(store_path):
+    rng = np.random.default_rng(3)
+    base = rng.exponential(1.0, 4096).astype(np.float32)  # the frozen student's squared errors
+    store = Store(store_path)
+    hmoe = {"metric": "mse", "backbone": "hmoe-attention", "seeds": 1}
+    for method, errors in {"linear": base, "lora": base * 0.01,
+                           "vera": base * rng.uniform(0.98, 1.02, 4096).astype(np.float32)}.items():
+        fixed = {"trainable": 0, "size": {}, "head_params": 0} if method == "linear" else {}
+        add(store, "hmoe", "shared", method, 0, errors, **hmoe, **fixed)
+    text = render(store)
+    rows = {row[0]: row for row in table_rows(text, "hmoe on hmoe-attention")[1:]}
+    assert rows["lora"][2].startswith("**") and "(chance)" not in rows["lora"][2]
+    assert rows["linear"][2].endswith("(chance)") and rows["vera"][2].endswith("(chance)")
+    assert "no better than the untrained model" in text
+
+
+def test_against_names_the_reference_of_the_paired_column(vtab_store):
+    rows = table_rows(render(vtab_store, against="hora"), "vtab on dinov2-s")
+    assert rows[0][11] == "Δ vs hora" and rows[1][11] == "reference" and rows[2][11] == "-2.0 [-2.0, -2.0] worse"
+    text = render(vtab_store, against="nope")
+    assert "Δ vs" not in table_rows(text, "vtab on dinov2-s")[0] and "No `nope` rows here" in text
+
+
+def test_records_with_and_without_outcomes_fall_back_to_seeds_and_say_so(store_path):
+    store = Store(store_path)
+    n = 200
+    order = np.arange(n)
+    for seed in (0, 1):
+        add(store, "quick", "digits", "lora", seed, hits(n, 150 + seed, order))
+        store.add(record("quick", "digits", "natural", "hora", seed, 0.8))  # an old record: no outcomes
+    text = render(store)
+    assert "Student-t interval over seeds only" in text and "bootstrap" not in text.split("## quick")[1]
+    rows = table_rows(text, "quick on dinov2-s")
+    assert estimate(rows[1][2]) == "80.0" and estimate(rows[2][2]) == "75.2"
+
+
+# --- the hyper-parameters of the final runs -------------------------------------------------------
+
+def test_hyperparameters_of_the_final_runs_and_what_selected_them(store_path):
+    store = Store(store_path)
+    chosen = {"lr": 2e-3, "weight_decay": 1e-4, "head_lr": 5e-3, "alpha_over_r": 2.0, "dropout": 0.1}
+    selected = {"by": "val", "study": "s", "slot": 3, "val_metric": 0.91}
+    for task in ("digits", "textures"):
+        for seed in (0, 1):
+            store.add(record("quick", task, "natural", "lora", seed, 0.9, hparams=chosen,
+                             details={"selected": selected}))
+    store.add(record("quick", "digits", "natural", "hora", 0, 0.9, trials=0, size={"r": 13, "hidden": 31},
+                     hparams={"lr": 3e-3, "weight_decay": 1e-4, "head_lr": 1e-3, "hidden": 32},
+                     details={"selected": {"by": "defaults"}}))
+    store.add(record("quick", "textures", "natural", "hora", 0, 0.9, trials=0, size={"r": 13, "hidden": 31},
+                     hparams={"lr": 1e-3, "weight_decay": 1e-4, "head_lr": 1e-3, "hidden": 32},
+                     details={"selected": {"by": "defaults"}}))
+    text = render(store)
+    rows = table_rows(text, "quick on dinov2-s", which=1)
+    assert rows[0] == ["method", "budget", "tasks", "size", "lr", "head lr", "weight decay", "method's own",
+                       "trials", "selected by"]
+    assert ["hora", "lora:r=8", "digits", "r=13, hidden=31", "0.003", "0.001", "0.0001", "hidden=32", "0",
+            "the method's defaults (untuned)"] in rows
+    assert ["hora", "lora:r=8", "textures", "r=13, hidden=31", "0.001", "0.001", "0.0001", "hidden=32", "0",
+            "the method's defaults (untuned)"] in rows
+    # both tasks ran the same configuration: one row
+    assert ["lora", "lora:r=8", "all 2", "r=8", "0.002", "0.005", "0.0001", "alpha_over_r=2, dropout=0.1", "4",
+            "best on val of 4 trials (slot 3, val 91.0)"] in rows
+    assert len(rows) == 4
+
+
+# --- figures ---------------------------------------------------------------------------------------
+
+def test_a_method_has_one_colour_in_every_figure(tmp_path):
+    assert len({figures.color(m) for m in figures.KNOWN}) == len(figures.KNOWN)  # built-ins never collide
+    # not Python's salted hash: the same colour in another process with another hash seed
+    probe = "from peftbench.figures import color; print(color('my-method[share=none]'))"
+    colours = {subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip() for seed in (1, 2)}
+    assert colours == {figures.color("my-method[share=none]")}
+    axis = figures.Axis("accuracy", False, 100)
+    pareto = figures.pareto([figures.Line("hora", "hora", [figures.Point(1e5, 0.8, 0.7, 0.9)]),
+                             figures.Line("adapter", "adapter", [figures.Point(2e5, 0.7)])],
+                            axis, "t", tmp_path / "p.png")
+    curves = figures.fractions({"digits": [figures.Line("zeta", "zeta", [figures.Point(0.5, 0.6)]),
+                                           figures.Line("hora", "hora", [figures.Point(0.5, 0.8),
+                                                                         figures.Point(1.0, 0.9)])]},
+                               axis, "t", tmp_path / "f.png")
+
+    def colour_of(figure, label):
+        from matplotlib.colors import to_hex
+
+        for ax in figure.axes:
+            for container in ax.containers:  # error bars (the Pareto figure)
+                if container.get_label() == label:
+                    return to_hex(container.lines[0].get_color())
+            for line in ax.get_lines():
+                if line.get_label() == label:
+                    return to_hex(line.get_color())
+
+    # hora is drawn first in one figure and second in the other: its colour does not follow the order
+    assert colour_of(pareto, "hora") == colour_of(curves, "hora") == figures.color("hora")
+    assert colour_of(pareto, "adapter") == figures.color("adapter") != figures.color("hora")
+
+
+def test_pareto_draws_one_line_per_method_through_its_budgets(store_path, tmp_path, monkeypatch):
+    store = Store(store_path)
+    n = 400
+    order = np.arange(n)
+    for budget, scale in (("lora:r=4", 1), ("lora:r=16", 4)):
+        for method in ("lora", "hora"):
+            add(store, "quick", "digits", method, 0, hits(n, 300 + 10 * scale, order), budget=budget, seeds=1,
+                trainable=36_864 * scale + (1_000 if method == "hora" else 0))
+        add(store, "quick", "digits", "linear", 0, hits(n, 250, order), budget=budget, seeds=1, trainable=0, size={})
+    drawn = {}
+    original = figures.pareto
+
+    def spy(lines, *args, **kwargs):
+        drawn.update({line.method: line for line in lines})
+        return original(lines, *args, **kwargs)
+
+    monkeypatch.setattr(figures, "pareto", spy)
+    text = render(store, tmp_path / "README.md")
+    assert sorted(drawn) == ["hora", "linear", "lora"]
+    assert [p.x for p in drawn["lora"].points] == [36_864, 4 * 36_864]  # both budgets, one line
+    assert len(drawn["hora"].points) == 2 and len(drawn["linear"].points) == 1  # fixed size: one point
+    assert all(p.low < p.mean < p.high for p in drawn["lora"].points)  # error bars from the intervals
+    rows = table_rows(text, "quick on dinov2-s")
+    # each budget's row compared with lora at the same budget
+    assert {row[1]: row[4] for row in rows[1:] if row[0] == "hora"} == {
+        "lora:r=16": "+0.0 [+0.0, +0.0]", "lora:r=4": "+0.0 [+0.0, +0.0]"}
