@@ -199,24 +199,25 @@ def _metric(record: dict, field: str) -> str:
 
 
 def _results_table(records: list[dict]) -> str:
+    import pandas as pd
+
+    from .tables import text
+
     shares = any(r["data_fraction"] < 1 for r in records)  # a fraction column only for curves
-    header = ("task", "method", *(["fraction"] if shares else []), "phase", "trainable", "val", "test",
-              "train/s", "eval/s", "status")
-    rows = [header]
+    rows = []
     for r in records:
         ok = r["status"] == "ok"
         tune = r["phase"] == "tune" and "slot" in r["details"]
-        which = f"trial {r['details']['slot'] + 1}" if tune else f"seed {r['seed']}"
-        rows.append((
-            f"{r['suite']}/{r['task']}", r["method"], *([f"{r['data_fraction']:g}"] if shares else []), which,
-            f"{r['trainable_params']:,}" if ok else "-",
-            _metric(r, "val_metric"), _metric(r, "test_metric"),
-            f"{r['train_samples_per_s']:.0f}" if ok else "-",
-            f"{r['eval_samples_per_s']:.0f}" if ok and r["eval_samples_per_s"] is not None else "-",
-            r["status"] if ok else f"{r['status']}: {r['error']}",
-        ))
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+        row = {"task": f"{r['suite']}/{r['task']}", "method": r["method"]}
+        if shares:
+            row["fraction"] = f"{r['data_fraction']:g}"
+        rows.append({**row, "phase": f"trial {r['details']['slot'] + 1}" if tune else f"seed {r['seed']}",
+                     "trainable": f"{r['trainable_params']:,}" if ok else None,
+                     "val": _metric(r, "val_metric"), "test": _metric(r, "test_metric"),
+                     "train/s": f"{r['train_samples_per_s']:.0f}" if ok else None,
+                     "eval/s": f"{r['eval_samples_per_s']:.0f}" if ok and r["eval_samples_per_s"] is not None else None,
+                     "status": r["status"] if ok else f"{r['status']}: {r['error']}"})
+    return text(pd.DataFrame(rows))
 
 
 def _worker_count(workers) -> int:
@@ -387,28 +388,32 @@ def cmd_export(args) -> int:
 def cmd_budget(args) -> int:
     from . import registry
     from .backbones import load_backbone
+    import pandas as pd
+
     from .budget import budget_params, parse_budgets
     from .plan import resolve_methods, size_method, with_targets
+    from .tables import text
 
     budgets = parse_budgets(args.budget)
     names = args.methods or ",".join(registry.methods().loaded)
     methods = resolve_methods(names)
     backbone = with_targets(load_backbone(args.backbone, args.image_size), args.targets)
     failed = False
-    for budget in budgets:
+    for number, budget in enumerate(budgets):
         target = budget_params(budget, backbone, resolve_methods(budget.method) if budget.method else {})
-        print(f"budget {budget.text} = {target:,} trainable parameters on {backbone.name} (head excluded), "
-              f"targets {','.join(backbone.target_roles)}")
+        print(("\n" if number else "") + f"budget {budget.text} = {target:,} trainable parameters on {backbone.name} "
+              f"(head excluded), targets {','.join(backbone.target_roles)}")
+        rows = []
         for name, method in methods.items():
             sizing, error = size_method(method, backbone, target)
-            if error is not None:
-                failed = True
-                print(f"{name:<10} failed: {error}")
-                continue
+            failed = failed or error is not None
+            note = (f"failed: {error}" if error else "fixed size: a reference point" if not method.knobs
+                    else "" if sizing.reached else "† cannot land within 1%: its closest size below")
             size = ", ".join(f"{k}={v}" for k, v in sizing.size.items()) or "fixed"
-            note = ("  (fixed size: a reference point)" if not method.knobs
-                    else "" if sizing.reached else "  † cannot land within 1%: its closest size below")
-            print(f"{name:<10} {size:<24} {sizing.count:>12,}  {sizing.count / target:7.1%}{note}")
+            rows.append({"method": name, "size": None if error else size,
+                         "trainable": None if error else f"{sizing.count:,}",
+                         "of budget": None if error else f"{sizing.count / target:.1%}", "": note})
+        print(text(pd.DataFrame(rows)))
     return 1 if failed else 0
 
 

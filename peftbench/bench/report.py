@@ -1,13 +1,31 @@
-"""The benchmark's results as text: a table for the terminal, markdown for READMEs."""
+"""The benchmark's results as text: a table for the terminal, markdown for READMEs, both built as
+pandas frames and rendered by tabulate (peftbench.tables)."""
 
 from __future__ import annotations
 
-from .. import defaults
+import pandas as pd
+
+from .. import defaults, tables
 
 
-def _columns(rows) -> list[str]:
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+def _f(value, spec):
+    return None if value is None else format(value, spec)
+
+
+def _measured(result: dict, ref: str, label) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "method": label(r), "trainable": f"{r['trainable_params']:,}", "step ms": _f(1000 * r["train_step_s"], ".0f"),
+        "samples/s": _f(r["train_samples_per_s"], ".1f"), f"/{ref}": _f(r["step_vs_lora"], ".2f"),
+        "/floor": _f(r["step_vs_floor"], ".2f"), "peak MB": _f(r["peak_memory_mb"], ".0f"),
+        f"mem/{ref}": _f(r["memory_vs_lora"], ".2f"), "infer/s": _f(r["infer_unmerged_samples_per_s"], ".1f"),
+        "merged/s": _f(r["infer_merged_samples_per_s"], ".1f"), "unmerged/base": _f(r["unmerged_vs_base"], ".3f"),
+        "merged/base": _f(r["merged_vs_base"], ".3f"),
+    } for r in result["rows"]])
+
+
+def _targets(result: dict, missed: str) -> pd.DataFrame:
+    return pd.DataFrame([{"target": t["name"], "measured": f"{t['value']:.3f}", "limit": f"<= {t['limit']:.2f}",
+                          "": "met" if t["met"] else missed} for t in result["targets"]])
 
 
 def format_report(result: dict) -> str:
@@ -17,22 +35,8 @@ def format_report(result: dict) -> str:
     title = (f"bench {s['backbone']}: {shape}, batch {s['batch_size']}, budget {s['budget']} = "
              f"{s['budget_params']:,} parameters, median of {s['steps']} training steps and {s['infer_steps']} "
              f"inference batches after {s['warmup']} warm-up, {s['device']}, {s['threads']} thread(s)")
-    lines = [title, ""]
-    header = ("method", "trainable", "step ms", "samples/s", f"/{ref}", "/floor", "peak MB", f"mem/{ref}",
-              "infer/s", "merged/s", "unmerged/base", "merged/base")
-    table = [header]
-
-    def f(value, spec):
-        return "-" if value is None else format(value, spec)
-
-    for r in result["rows"]:
-        table.append((r["label"] + (" (ref)" if r["kind"] == "reference" else ""), f"{r['trainable_params']:,}",
-                      f(1000 * r["train_step_s"], ".0f"), f(r["train_samples_per_s"], ".1f"),
-                      f(r["step_vs_lora"], ".2f"), f(r["step_vs_floor"], ".2f"), f(r["peak_memory_mb"], ".0f"),
-                      f(r["memory_vs_lora"], ".2f"), f(r["infer_unmerged_samples_per_s"], ".1f"),
-                      f(r["infer_merged_samples_per_s"], ".1f"), f(r["unmerged_vs_base"], ".3f"),
-                      f(r["merged_vs_base"], ".3f")))
-    lines += _columns(table)
+    lines = [title, "", tables.text(_measured(result, ref, lambda r: r["label"] + (" (ref)" if r["kind"] == "reference"
+                                                                                   else "")))]
     o = result["run_overhead"]
     if o and "error" in o:
         lines += ["", f"harness overhead not measured: {o['error']}"]
@@ -43,29 +47,13 @@ def format_report(result: dict) -> str:
                        f"evaluated examples): run wall / step time {o['wall_vs_compute']:.3f}; its training loop "
                        f"/ its steps {o['train_loop_vs_steps']:.3f}; outside its training and evaluation loops "
                        f"{o['outside_loops_s']:.1f} s ({o['outside_loops_share']:.1%} of the wall time)")]
-    lines += ["", "targets:"]
-    lines += _columns([(t["name"], f"{t['value']:.3f}", f"<= {t['limit']:.2f}", "met" if t["met"] else "MISSED")
-                       for t in result["targets"]])
+    lines += ["", "targets:", tables.text(_targets(result, "MISSED"))]
     return "\n".join(lines)
 
 
 def markdown(result: dict) -> str:
     """The measured table and the targets as markdown (for READMEs)."""
-    def f(value, spec):
-        return "–" if value is None else format(value, spec)
-
     ref = result["settings"].get("reference", defaults.BENCH_REFERENCE)
-    header = (f"| method | trainable | step ms | samples/s | / {ref} | / floor | peak MB | infer/s | merged/s "
-              "| unmerged / base | merged / base |")
-    rows = [header, "|" + "---|" * 11]
-    for r in result["rows"]:
-        label = f"{r['label']} (reference)" if r["kind"] == "reference" else r["label"]
-        rows.append(f"| {label} | {r['trainable_params']:,} | {1000 * r['train_step_s']:.0f} | "
-                    f"{r['train_samples_per_s']:.1f} | {r['step_vs_lora']:.2f} | {r['step_vs_floor']:.2f} | "
-                    f"{r['peak_memory_mb']:.0f} | {f(r['infer_unmerged_samples_per_s'], '.1f')} | "
-                    f"{f(r['infer_merged_samples_per_s'], '.1f')} | {f(r['unmerged_vs_base'], '.3f')} | "
-                    f"{f(r['merged_vs_base'], '.3f')} |")
-    rows += ["", "| target | measured | limit | |", "|---|---|---|---|"]
-    rows += [f"| {t['name']} | {t['value']:.3f} | ≤ {t['limit']:.2f} | {'met' if t['met'] else '**missed**'} |"
-             for t in result["targets"]]
-    return "\n".join(rows)
+    measured = _measured(result, ref, lambda r: f"{r['label']} (reference)" if r["kind"] == "reference" else r["label"])
+    return tables.markdown(measured.drop(columns=[f"mem/{ref}"])) + "\n\n" + tables.markdown(
+        _targets(result, "**missed**"))
