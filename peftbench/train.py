@@ -62,10 +62,6 @@ class TrainStats:
     final_loss: float
 
 
-def _autocast(dev: torch.device):
-    return autocast(dev)
-
-
 def warmup_cosine(total_steps: int, warmup_fraction: float):
     warmup = max(1, int(total_steps * warmup_fraction))
 

@@ -53,9 +53,9 @@ def timed(fn, dev: torch.device) -> float:
 
 def train_step(c: Contender, workload: Workload, batch: tuple, dev: torch.device, hooks=None) -> None:
     """One optimisation step as peftbench.train.fit takes it."""
-    from ..train import _autocast
+    from ..compute import autocast
 
-    with _autocast(dev), hooks if hooks is not None else contextlib.nullcontext():
+    with autocast(dev), hooks if hooks is not None else contextlib.nullcontext():
         loss = workload.loss(c.model, batch)
     if c.optimizer is not None:
         c.optimizer.zero_grad(set_to_none=True)
@@ -122,7 +122,7 @@ def repeat_steps(c: Contender, workload: Workload, dev: torch.device, steps: int
 def measure_inference(models: dict[str, nn.Module], workload: Workload, dev: torch.device,
                       steps: int, warmup: int, batches=None) -> dict[str, list[float]]:
     """Seconds per batch of each model, the models interleaved batch by batch."""
-    from ..train import _autocast
+    from ..compute import autocast
 
     batches = [to_device(b, dev) for b in (batches or workload.batches)]
     times = {name: [] for name in models}
@@ -132,7 +132,7 @@ def measure_inference(models: dict[str, nn.Module], workload: Workload, dev: tor
         batch = batches[round_ % len(batches)]
         for name, m in models.items():
             def forward(m=m, batch=batch):
-                with _autocast(dev):
+                with autocast(dev):
                     workload.infer(m, batch)
             seconds = timed(forward, dev)
             if round_ >= warmup:
