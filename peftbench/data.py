@@ -3,12 +3,14 @@ large ones kept as stored and transformed per item (same transform, far less mem
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch.utils.data import Dataset, TensorDataset
 
 from .task import Splits
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: task plugins load without it
+    import torch
 
 SPLIT_SEED = 0
 TRAIN, VAL = 800, 200
@@ -42,6 +44,9 @@ def scaled_vtab_indices(n: int, trainval_fraction: float = 0.6, seed: int = SPLI
 
 def to_pixels(images: np.ndarray, image_size: int, mean, std) -> torch.Tensor:
     """[N, H, W] or [N, H, W, 3] arrays scaled to [0, 1] -> normalised [N, 3, S, S] floats."""
+    import torch
+    import torch.nn.functional as F
+
     x = torch.as_tensor(images, dtype=torch.float32)
     if x.ndim == 3:
         x = x.unsqueeze(-1).expand(*x.shape, 3)
@@ -54,6 +59,9 @@ def to_pixels(images: np.ndarray, image_size: int, mean, std) -> torch.Tensor:
 
 def array_splits(images: np.ndarray, labels: np.ndarray, image_size: int, mean, std) -> Splits:
     """VTAB-1K splits of an in-memory image set (images already scaled to [0, 1])."""
+    import torch
+    from torch.utils.data import TensorDataset
+
     pixels = to_pixels(images, image_size, mean, std)
     targets = torch.as_tensor(labels, dtype=torch.long)
     parts = {name: TensorDataset(pixels[idx], targets[idx])
@@ -61,13 +69,16 @@ def array_splits(images: np.ndarray, labels: np.ndarray, image_size: int, mean, 
     return Splits(**parts)
 
 
-class ImageDataset(Dataset):
+class ImageDataset:
     """Images held as stored (uint8 at native size, say) and put through ``to_pixels`` when read:
     10,000 test images pre-transformed at 56 px would hold 376 MB of floats, as uint8 28x28 they
-    hold 7.8 MB. ``scale`` maps the stored values to [0, 1] (255 for uint8)."""
+    hold 7.8 MB. ``scale`` maps the stored values to [0, 1] (255 for uint8). A map-style dataset
+    (``__len__``, ``__getitem__``): all a DataLoader asks."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, image_size: int, mean, std,
                  scale: float = 255.0):
+        import torch
+
         self.images, self.labels = images, torch.as_tensor(labels, dtype=torch.long)
         self.image_size, self.mean, self.std, self.scale = image_size, mean, std, scale
 

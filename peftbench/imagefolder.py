@@ -12,11 +12,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
+
 from PIL import Image
-from torch.utils.data import Dataset
 
 from .errors import UsageError
+
+if TYPE_CHECKING:  # torch comes with the transforms: task plugins load without it
+    import torch
 
 #: ~150-260 kB per cached 224-256 px image: at most ~0.5 GB, and a VTAB train800val200 fits.
 CACHE_ENTRIES = 2048
@@ -69,8 +72,9 @@ def check_images(root: Path, items: Iterable[tuple[str, int]], source: str) -> N
             raise UsageError(f"corrupt image {path} (listed in {source}): {exc}") from None
 
 
-class ImageListDataset(Dataset):
-    """(tensor, label) pairs read from ``root / relative path`` only when indexed.
+class ImageListDataset:
+    """(tensor, label) pairs read from ``root / relative path`` only when indexed (a map-style
+    dataset: ``__len__`` and ``__getitem__``, all a DataLoader asks).
 
     ``prepare`` (PIL -> PIL) must be deterministic: its result is cached. ``transform``
     (PIL -> tensor) runs on every access and may be random."""
@@ -99,6 +103,7 @@ class ImageListDataset(Dataset):
 # and 'peftbench list tasks' imports every suite.
 
 def normalize(mean, std) -> Callable:
+    import torch
     from torchvision.transforms import v2 as T
 
     return T.Compose([T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(list(mean), list(std))])

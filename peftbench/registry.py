@@ -14,6 +14,7 @@ from importlib.metadata import entry_points
 from .budget import parse_budgets
 from .errors import UsageError, did_you_mean
 from .spec import parse_specs
+from .task import resolve_tasks
 
 METHOD_GROUP = "peftbench.methods"
 TASK_GROUP = "peftbench.tasks"
@@ -27,9 +28,12 @@ class Plugins:
 
 
 @functools.cache
-def plugins(group: str) -> Plugins:
+def plugins(group: str, only: frozenset[str] | None = None) -> Plugins:
+    """Every plugin of the group, or ``only`` the named ones."""
     loaded, origin, broken = {}, {}, {}
     for ep in sorted(entry_points(group=group), key=lambda ep: ep.name):
+        if only is not None and ep.name not in only:
+            continue
         try:
             loaded[ep.name] = ep.load()
         except Exception as exc:  # a third-party bug must not take the harness down
@@ -53,16 +57,23 @@ def tasks() -> Plugins:
 
 
 def check_names(methods: str, tasks: str, budget: str) -> None:
-    """Unknown method or suite names, and a malformed budget, from the plugins' names alone."""
+    """Unknown method or suite names and a malformed budget from the plugins' names alone, then
+    unknown tasks from the named suites' plugins alone (the built-in image suites load without
+    torch): bad input is refused before torch and the method plugins load."""
     known = names(METHOD_GROUP)
     for item in parse_specs(methods):
         if item.name not in known:
             raise UsageError(f"unknown method '{item.name}'{did_you_mean(item.name, known)} "
                              f"(available: {', '.join(sorted(known))})")
     parse_budgets(budget)
-    suites_ = {name.lower() for name in names(TASK_GROUP)}
+    suites = {name.lower(): name for name in names(TASK_GROUP)}
+    named = set()
     for item in filter(None, (part.strip() for part in tasks.split(","))):
         suite = item.lower().partition("/")[0]
-        if suite not in suites_ and suite.rpartition("-")[0] not in suites_:
-            raise UsageError(f"unknown task suite '{item}'{did_you_mean(suite, suites_)} "
-                             f"(available: {', '.join(sorted(suites_))})")
+        suite = suite if suite in suites else suite.rpartition("-")[0]  # a group: vtab-natural
+        if suite not in suites:
+            raise UsageError(f"unknown task suite '{item}'{did_you_mean(item.partition('/')[0], suites.values())} "
+                             f"(available: {', '.join(sorted(suites.values()))})")
+        named.add(suites[suite])
+    found = plugins(TASK_GROUP, frozenset(named))
+    resolve_tasks(tasks, found.loaded, found.broken)

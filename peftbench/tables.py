@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import re
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
 from tabulate import tabulate
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MISSING = "-"
 _UNESCAPED_BAR = re.compile(r"(?<!\\)\|")

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from torch.utils.data import Dataset
+from typing import TYPE_CHECKING
 
 from .errors import UsageError, did_you_mean
 from .records import Kind, Modality
+
+if TYPE_CHECKING:  # task plugins load without torch, so a misspelt task name is refused at once
+    from torch.utils.data import Dataset
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,9 @@ def resolve_tasks(spec: str, suites: dict[str, Suite],
                  and (group is None or t.group.lower() == group)]
         if not tasks:
             names = [f"{suite.name}/{t.name}" for t in suite.tasks]
-            raise UsageError(f"unknown task '{item}'{did_you_mean(item, names)} (available: {', '.join(names)})")
+            groups = sorted({f"{suite.name}-{t.group}" for t in suite.tasks})
+            raise UsageError(f"unknown task '{item}'{did_you_mean(item, names + groups)} "
+                             f"(available: {', '.join(names)})")
         chosen += [(suite, t) for t in tasks if (suite, t) not in chosen]
     if not chosen:
         raise UsageError("no tasks given (--tasks quick, or suite/task)")

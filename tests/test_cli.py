@@ -194,3 +194,18 @@ def test_list_methods_shows_the_variants_each_method_offers(capsys):
     lines = capsys.readouterr().out.splitlines()
     hora = lines.index(next(line for line in lines if line.startswith("hora ")))
     assert lines[hora + 1].split() == ["[share=]", "heads", "|", "none", "|", "qv", "(default", "heads)"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--methods", "lroa", "--tasks", "quick"],
+    ["run", "--methods", "lora", "--tasks", "quick/digts"],
+    ["run", "--methods", "lora", "--tasks", "vtab-naturel"],
+    ["run", "--methods", "lora", "--tasks", "quick", "--budget", "lots"],
+])
+def test_bad_names_are_refused_before_torch_loads(argv):
+    """Where no model is needed, an error comes at once: neither torch nor a method plugin is imported."""
+    code = ("import sys; from peftbench.cli import main; code = main(sys.argv[1:]); "
+            "print(code, sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'peft', 'transformers'}))")
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=cli_env(), timeout=60)
+    assert out.stdout.split(maxsplit=1) == ["2", "[]\n"], out.stdout + out.stderr
+    assert "did you mean" in out.stderr or "cannot parse budget" in out.stderr

@@ -3,9 +3,12 @@ pandas frames and rendered by tabulate (peftbench.tables)."""
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .. import defaults, tables
+
+if TYPE_CHECKING:  # pandas loads with the first table: the command line's parser stays quick
+    import pandas as pd
 
 
 def _f(value, spec):
@@ -13,6 +16,8 @@ def _f(value, spec):
 
 
 def _measured(result: dict, ref: str, label) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame([{
         "method": label(r), "trainable": f"{r['trainable_params']:,}", "step ms": _f(1000 * r["train_step_s"], ".0f"),
         "samples/s": _f(r["train_samples_per_s"], ".1f"), f"/{ref}": _f(r["step_vs_lora"], ".2f"),
@@ -24,6 +29,8 @@ def _measured(result: dict, ref: str, label) -> pd.DataFrame:
 
 
 def _targets(result: dict, missed: str) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame([{"target": t["name"], "measured": f"{t['value']:.3f}", "limit": f"<= {t['limit']:.2f}",
                           "": "met" if t["met"] else missed} for t in result["targets"]])
 
