@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import figures, tables
+from .budget import FIXED
 from .outcomes import decode
 from .reference import Reported, published
 from .stats import RESAMPLES, SEED, Interval, Intervals, verdicts
@@ -491,7 +492,7 @@ def _header(rows: list[dict], backbone: str, higher: bool | None, by_examples: b
     return [
         f"- **Backbone** `{backbone}` ({fmt_count(rows[0]['total_params'])} parameters, frozen unless a method "
         f"trains it); device {_joined(r['env'].get('device') for r in rows)}",
-        f"- **Budget** {_joined('`%s`' % r['budget'] for r in rows)}: every method sized to the same trainable "
+        f"- **Budget** {', '.join(f'`{b}`' for b in _budgets(rows))}: every method sized to the same trainable "
         f"count (head excluded), within 1% where it can be; adapted modules: "
         f"{_joined(','.join(r['settings'].get('targets') or ['the family default']) for r in rows)}",
         f"- **Tuning** {tuning}; **seeds** {_joined(s.get('seeds', 1) for s in settings)} final runs "
@@ -507,6 +508,11 @@ def _header(rows: list[dict], backbone: str, higher: bool | None, by_examples: b
 
 
 # --- figures and the fraction table ------------------------------------------------------------
+
+def _budgets(rows: list[dict]) -> list[str]:
+    """The budgets the sized methods ran at (a fixed-size method's ``fixed`` is none of them)."""
+    return sorted({r["budget"] for r in rows if r["budget"] != FIXED}, key=str) or [FIXED]
+
 
 def _label(key: Key, budgets: int, fixed: bool) -> str:
     return key[0] + (f" @ {key[1]}" if budgets > 1 and not fixed else "")
@@ -617,7 +623,7 @@ def _section(suite: str, backbone: str, rows: list[dict], reported: list[Reporte
     largest = max(_fraction(r) for r in rows)
     main = full or [r for r in rows if _fraction(r) == largest]
     cols = Columns(main)
-    budgets = _joined(r["budget"] for r in rows)
+    budgets = ", ".join(_budgets(rows))
     # one method for the whole section: the bootstrap where every run kept its outcomes
     by_examples = Intervals.usable(_runs(rows))
     stats = Intervals(_runs(main), by_examples, resamples)
