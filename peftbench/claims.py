@@ -92,6 +92,12 @@ class Claims:
         alive = _alive(owner)
         return not alive if alive is not None else now - heartbeat > STALE_AFTER
 
+    def release_all(self) -> None:
+        """Give up every claim of this worker (it was interrupted, perhaps between claiming a unit
+        and starting it): each can be run again at once."""
+        with self.store.engine.begin() as conn:
+            conn.execute(delete(claims).where(claims.c.owner == self.owner))
+
     def release(self, key: str) -> None:
         """Give a claim up without a record (the run was interrupted): it can be run again."""
         with self.store.engine.begin() as conn:

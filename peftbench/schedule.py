@@ -48,6 +48,14 @@ class Scheduler:
         keys = {unit.key for unit in units}
         done = self.check_resume(resume)
         records, pending = [], [unit for unit in units if unit.key not in done]
+        try:
+            self._run_pending(pending, records, keys, len(units))
+        except BaseException:  # Ctrl-C may land between a claim and its unit's start: give back every claim
+            self.claims.release_all()
+            raise
+        return records
+
+    def _run_pending(self, pending: list[Unit], records: list[RunRecord], keys: set[str], total: int) -> None:
         while pending:
             waiting = []
             for unit in pending:
@@ -60,12 +68,11 @@ class Scheduler:
                 elif outcome is Outcome.CLAIMED:
                     records.append(self.run_unit(unit, abandoned))
                     # counted in the store: other workers' units too
-                    self.report(records[-1], unit, len(self.store.finished() & keys), len(units))
+                    self.report(records[-1], unit, len(self.store.finished() & keys), total)
             still = [unit for unit in waiting if not self.store.has(unit.key)]
             if still and len(still) == len(pending):
                 time.sleep(POLL_SECONDS)
             pending = still
-        return records
 
     def run_unit(self, unit: Unit, abandoned: bool) -> RunRecord:
         """Run one claimed unit and store its record, which releases the claim."""

@@ -68,3 +68,12 @@ def test_the_heartbeat_refreshes_the_claim(store, monkeypatch):
         time.sleep(0.3)
     with store.engine.connect() as conn:
         assert conn.execute(select(claims.c.heartbeat)).scalar() > before
+
+
+def test_an_interrupted_worker_gives_back_every_claim_it_holds_and_no_one_elses(store):
+    worker, other = Claims(store), Claims(store)
+    assert worker.claim("a")[0] is Outcome.CLAIMED and worker.claim("b")[0] is Outcome.CLAIMED
+    assert other.claim("c")[0] is Outcome.CLAIMED
+    worker.release_all()
+    assert other.claim("a") == (Outcome.CLAIMED, False) and other.claim("b") == (Outcome.CLAIMED, False)
+    assert worker.claim("c") == (Outcome.BUSY, False)  # the other worker's claim stays
