@@ -223,3 +223,18 @@ def test_the_command_line_parser_imports_neither_torch_nor_the_measurements():
 def test_bad_input_is_a_usage_error(argv, message):
     with pytest.raises(UsageError, match=message):
         bench.cmd_bench(bench_args("--backbone", "tiny-vit", "--image-size", "32", "--no-run-overhead", *argv))
+
+
+def test_the_reference_is_timed_in_fp32_and_bf16_where_the_hardware_has_bf16(vit_result):
+    import torch
+
+    from peftbench.compute import native_bf16
+
+    p = vit_result["precision"]
+    if not native_bf16(torch.device("cpu")):
+        assert p is None
+        return
+    assert p["method"] == "lora r=8" and len(p["times"]["fp32"]) == len(p["times"]["bf16"]) == 3
+    assert p["fp32_step_s"] == statistics.median(p["times"]["fp32"])
+    expected = statistics.median(b / f for b, f in zip(p["times"]["bf16"], p["times"]["fp32"]))
+    assert p["bf16_vs_fp32"] == pytest.approx(expected)

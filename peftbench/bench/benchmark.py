@@ -4,13 +4,14 @@ the same batches, measure the harness's overhead, and summarise."""
 from __future__ import annotations
 
 import copy
+import statistics
 
 from .. import defaults
 from ..errors import UsageError
 from .contenders import contenders
-from .measure import max_abs_diff, measure_inference, measure_training
+from .measure import max_abs_diff, measure_inference, measure_training, precision_steps
 from .overhead import DEFAULT_RUN_TASK, measure_run, parse_run_options
-from .summary import measured, summarise
+from .summary import measured, paired_ratio, summarise
 from .workload import image_workload, text_workload
 
 
@@ -33,6 +34,7 @@ def run_bench(backbone_name: str, methods: str | None = None, budget: str | None
     import torch
 
     from ..backbones import load_backbone
+    from ..compute import native_bf16
     from ..envinfo import environment
     from ..merging import merged_copy
     from ..train import device
@@ -68,11 +70,19 @@ def run_bench(backbone_name: str, methods: str | None = None, budget: str | None
         if "merged" in models:
             inference[c.label]["merged_max_abs_diff"] = max_abs_diff(c.model, models.pop("merged"), workload, dev)
 
+    ref = next(c for c in cs if c.method is not None and c.method.name == reference)
+    bf16 = None
+    if native_bf16(dev):
+        log(f"precision: {ref.label} in fp32 and bf16, step by step")
+        times = precision_steps(ref, workload, dev, steps, warmup)
+        bf16 = {"method": ref.label, "fp32_step_s": statistics.median(times["fp32"]),
+                "bf16_step_s": statistics.median(times["bf16"]),
+                "bf16_vs_fp32": paired_ratio(times["bf16"], times["fp32"]), "times": times}
+
     overhead = None
     task = run_task or (DEFAULT_RUN_TASK if backbone.modality == "image" else None)
     if run_overhead and task:
         log(f"harness overhead: a sweep of {reference} on {task}")
-        ref = next(c for c in cs if c.method is not None and c.method.name == reference)
         try:
             overhead = measure_run(backbone, ref, workload, dev, task, budget, extra, steps, warmup)
         except (ImportError, RuntimeError) as exc:  # keep the rest of what was measured
@@ -83,4 +93,4 @@ def run_bench(backbone_name: str, methods: str | None = None, budget: str | None
                 "image_size": backbone.image_size, "seq_len": seq_len if backbone.modality == "text" else None,
                 "steps": steps, "warmup": warmup, "infer_steps": infer_steps, "device": str(dev),
                 "threads": torch.get_num_threads(), "reference": reference, "challenger": challenger, "probe": probe}
-    return summarise(settings, measured(cs, inference), overhead, environment())
+    return {**summarise(settings, measured(cs, inference), overhead, environment()), "precision": bf16}

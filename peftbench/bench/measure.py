@@ -103,6 +103,28 @@ def measure_training(cs: list[Contender], workload: Workload, dev: torch.device,
         c.model.zero_grad(set_to_none=True)
 
 
+def precision_steps(c: Contender, workload: Workload, dev: torch.device, steps: int, warmup: int
+                    ) -> dict[str, list[float]]:
+    """One contender's training steps in fp32 and in bf16 autocast, alternating step by step (what
+    ``--precision`` chooses between), with a fresh optimizer."""
+    import torch
+
+    from ..compute import precision
+
+    c.optimizer = torch.optim.AdamW([p for p in c.model.parameters() if p.requires_grad], lr=1e-5)
+    c.model.train()
+    times = {"fp32": [], "bf16": []}
+    for i in range(warmup + steps):
+        batch = to_device(workload.batches[i % len(workload.batches)], dev)
+        for name in times:
+            with precision(name):
+                seconds = timed(lambda batch=batch: train_step(c, workload, batch, dev), dev)
+            if i >= warmup:
+                times[name].append(seconds)
+    c.optimizer = None
+    return times
+
+
 def repeat_steps(c: Contender, workload: Workload, dev: torch.device, steps: int, warmup: int) -> list[float]:
     """One contender's training steps again, alone, with a fresh optimizer."""
     import torch

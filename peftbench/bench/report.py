@@ -54,6 +54,11 @@ def format_report(result: dict) -> str:
                        f"evaluated examples): run wall / step time {o['wall_vs_compute']:.3f}; its training loop "
                        f"/ its steps {o['train_loop_vs_steps']:.3f}; outside its training and evaluation loops "
                        f"{o['outside_loops_s']:.1f} s ({o['outside_loops_share']:.1%} of the wall time)")]
+    p = result.get("precision")
+    if p:
+        lines += ["", (f"precision: {p['method']} training step {1000 * p['fp32_step_s']:.0f} ms in fp32, "
+                       f"{1000 * p['bf16_step_s']:.0f} ms in bf16 autocast: bf16 / fp32 {p['bf16_vs_fp32']:.2f} "
+                       f"(paired median; what --precision auto picks between)")]
     lines += ["", "targets:", tables.text(_targets(result, "MISSED"))]
     return "\n".join(lines)
 
