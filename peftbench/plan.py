@@ -231,7 +231,7 @@ class Planner:
         for suite, task in self.tasks:
             recipe = self.recipe(suite)
             backbone = with_targets(self.backbone(recipe.backbone, recipe.image_size), recipe.targets)
-            precision = resolve_precision(recipe.precision, backbone.layout.hidden_size)
+            precision = resolve_precision(recipe.precision)
             recipe = recipe.resolved(backbone.target_roles, precision)  # as it runs, and is recorded
             if task.modality != backbone.modality:
                 raise UsageError(f"task {task.id} takes {task.modality} input, but {backbone.name} is a "
