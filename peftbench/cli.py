@@ -97,9 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="bf16 autocast or fp32; auto (the default): bf16 where the GPU or CPU computes it natively")
     run.add_argument("--device", help="this worker's device: cpu, cuda, cuda:N (default: the GPU LOCAL_RANK names, "
                                       "else the first GPU, else the CPU)")
-    run.add_argument("--workers", type=_workers, default=1,
+    run.add_argument("--workers", type=_workers, default=None,
                      help="worker processes on this machine sharing the store, each with its share of the cores "
-                          "and its own GPU where there are several; auto: one per GPU, else one per core (at most 4)")
+                          "and its own GPU where there are several; auto (the default): one per GPU, else one per "
+                          "core (at most 4), never more than the runs left")
     run.add_argument("--fractions", type=_fractions, default=(1.0,),
                      help="train on these fractions of each training split (nested, class-stratified), e.g. "
                           "0.05,0.1,0.3,1.0, for sample-efficiency curves (default 1.0)")
@@ -220,14 +221,24 @@ def _results_table(records: list[dict]) -> str:
     return text(pd.DataFrame(rows))
 
 
-def _worker_count(workers) -> int:
+def _worker_count(workers, runs_left: int, placed: bool = False) -> int:
+    """``placed``: --device or LOCAL_RANK put this process on its device, so by default it is one worker."""
+    from . import defaults
+
+    if workers is None and placed:
+        return 1
+    if workers is None:
+        try:
+            workers = _workers(defaults.WORKERS)
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            raise UsageError(f"PEFTBENCH_WORKERS: {exc}") from None
     if workers != "auto":
         return workers
     import torch
 
     from .workers import auto_workers
 
-    return auto_workers(torch.cuda.device_count(), os.cpu_count() or 1)
+    return auto_workers(torch.cuda.device_count(), os.cpu_count() or 1, runs_left)
 
 
 def _without_workers(argv: list[str]) -> list[str]:
@@ -263,7 +274,8 @@ def cmd_run(args) -> int:
     sweep = Sweep(args.methods, args.tasks, options)
     plan = sweep.plan()  # bad input fails here, before the store is opened
     store = Store(location)
-    workers = _worker_count(args.workers)
+    workers = _worker_count(args.workers, len({unit.key for unit in plan.units()} - store.finished()),
+                            placed=args.device is not None or "LOCAL_RANK" in os.environ)
     if workers == 1:
         records = [record.row() for record in sweep.run(store)]
     else:

@@ -11,3 +11,5 @@ BENCH_REFERENCE = os.environ.get("PEFTBENCH_BENCH_REFERENCE", "lora")
 BENCH_METHODS = os.environ.get("PEFTBENCH_BENCH_METHODS", "lora,hora,dora,vera,adapter")
 BENCH_CHALLENGER = os.environ.get("PEFTBENCH_BENCH_CHALLENGER", "hora")
 PROBE = os.environ.get("PEFTBENCH_PROBE", "linear")
+#: worker processes `peftbench run` starts unless told (`--workers`): a number, or auto
+WORKERS = os.environ.get("PEFTBENCH_WORKERS", "auto")

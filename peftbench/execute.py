@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 import traceback
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from .merging import merged_copy
 from .outcomes import encode
 from .plan import Unit, first_n
 from .records import RunRecord, Status
+from . import tuning
 from .compute import device, precision
 from .train import TrainConfig
 
@@ -47,6 +50,17 @@ class Measured:
     outcomes: str | None = None
     details: dict = field(default_factory=dict)
     traceback: str | None = None
+
+    @contextmanager
+    def timed(self, part: str):
+        """Adds the wall time of the block to ``details["seconds"][part]``: a run's fixed costs
+        (setup, scoring, merged-speed timing, saving) beside its training loop."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds = self.details.setdefault("seconds", {})
+            seconds[part] = round(seconds.get(part, 0.0) + time.perf_counter() - start, 4)
 
 
 @dataclass(frozen=True)
@@ -97,20 +111,29 @@ def _train_and_score(cell, phase, seed, hparams, train_data, val, test, trial, c
     frozen = not cell.method.trains_backbone and cell.sizing.count == 0
 
     def validate(epoch: int) -> None:
-        curve.append(kind.score(model, backbone, val, recipe, frozen=frozen))
+        if not scored_epoch(epoch):
+            return
+        with found.timed("validation"):
+            curve.append(kind.score(model, backbone, val, recipe, frozen=frozen))
+        found.details.setdefault("val_epochs", []).append(epoch + 1)
         if trial is not None:
             trial.report(curve[-1].metric, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}: val {curve[-1].metric:.4g} "
                                          f"below the median of earlier trials")
 
+    def scored_epoch(epoch: int) -> bool:
+        """The last epoch gives the trial's value; an earlier one only matters where it may prune."""
+        return epoch == recipe.epochs - 1 or (trial is not None and tuning.may_prune(recipe.trials, epoch))
+
     torch.manual_seed(seed)
-    local = copy.deepcopy(backbone)
-    probe = Probe(kind.probe(backbone, train_data, recipe), local.module.to(device()))
-    adapted = cell.method.apply(local, cell.sizing.size, hparams)
-    check_count(cell.sizing.count, adapted)
-    probe.check_connected(adapted)
-    model = kind.build(task, backbone, adapted)
+    with found.timed("setup"):
+        local = copy.deepcopy(backbone)
+        probe = Probe(kind.probe(backbone, train_data, recipe), local.module.to(device()))
+        adapted = cell.method.apply(local, cell.sizing.size, hparams)
+        check_count(cell.sizing.count, adapted)
+        probe.check_connected(adapted)
+        model = kind.build(task, backbone, adapted)
     # a method that trains nothing in the backbone (the linear probe) has no lr of its own
     config = TrainConfig(epochs=recipe.epochs, batch_size=recipe.batch_size, lr=hparams.get("lr", 0.0),
                          head_lr=hparams.get("head_lr"), weight_decay=hparams["weight_decay"], seed=seed)
@@ -118,13 +141,18 @@ def _train_and_score(cell, phase, seed, hparams, train_data, val, test, trial, c
                        desc=f"{task.id} {cell.method.name} {phase.value} s{seed}", progress=context.progress,
                        on_epoch=validate if val is not None else None)
     if cell.sizing.count:
-        probe.check_changed(adapted)
+        with found.timed("setup"):
+            probe.check_changed(adapted)
     params, head = trainable(model), kind.head_params(model)
     found.trainable_params, found.head_params = sum(p.numel() for p in params) - head, head
     found.adapter_bytes = sum(p.numel() * p.element_size() for p in params)
     found.train_seconds, found.train_samples_per_s = stats.seconds, stats.samples_per_s
     found.peak_memory_mb = stats.peak_memory_mb
-    scored = kind.score(model, backbone, test, recipe) if test is not None else (curve or [None])[-1]
+    if test is not None:
+        with found.timed("test"):
+            scored = kind.score(model, backbone, test, recipe)
+    else:
+        scored = (curve or [None])[-1]
     if scored is not None:
         found.eval_samples_per_s = scored.samples_per_s
         found.details.update(scored.details)
@@ -133,14 +161,16 @@ def _train_and_score(cell, phase, seed, hparams, train_data, val, test, trial, c
     found.test_metric = scored.metric
     found.outcomes = encode(scored.outcomes) if scored.outcomes is not None else None
     if cell.method.mergeable:  # a throughput: a few batches tell it
-        merged = merged_copy(model)
-        found.merged_eval_samples_per_s = kind.score(merged, backbone, first_n(test, MERGED_SPEED_EXAMPLES),
-                                                     recipe).samples_per_s
+        with found.timed("merged_speed"):
+            merged = merged_copy(model)
+            found.merged_eval_samples_per_s = kind.score(merged, backbone, first_n(test, MERGED_SPEED_EXAMPLES),
+                                                         recipe).samples_per_s
     if context.adapters_dir:
-        found.details["trained_tensors"] = save_trained(
-            model, Path(context.adapters_dir) / f"{run_id}.safetensors",
-            {"task": task.id, "method": cell.method.name, "backbone": backbone.name, "seed": seed,
-             "size": json.dumps(cell.sizing.size), "hparams": json.dumps(hparams)})
+        with found.timed("save"):
+            found.details["trained_tensors"] = save_trained(
+                model, Path(context.adapters_dir) / f"{run_id}.safetensors",
+                {"task": task.id, "method": cell.method.name, "backbone": backbone.name, "seed": seed,
+                 "size": json.dumps(cell.sizing.size), "hparams": json.dumps(hparams)})
 
 
 def _record(unit: Unit, seed: int, hparams: dict, context: Context, run_id: str, found: Measured) -> RunRecord:

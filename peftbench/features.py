@@ -12,9 +12,10 @@ import time
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from .compute import autocast, current_precision, device
+from .loading import loader
 
 MAX_ENTRIES = 8  # a sweep's splits for a few tasks; the oldest goes first
 _cache: list[tuple[nn.Module, object, str, TensorDataset]] = []
@@ -32,7 +33,7 @@ def frozen_features(encoder: nn.Module, backbone: nn.Module, data, batch_size: i
     start, dev = time.perf_counter(), device()
     encoder.to(dev).eval()
     xs, ys = [], []
-    for x, y in DataLoader(data, batch_size=batch_size):
+    for x, y in loader(data, batch_size):
         with autocast(dev):
             xs.append(encoder(x.to(dev)).float().cpu())
         ys.append(y)

@@ -79,6 +79,8 @@ class ImageListDataset:
     ``prepare`` (PIL -> PIL) must be deterministic: its result is cached. ``transform``
     (PIL -> tensor) runs on every access and may be random."""
 
+    decodes = True  # reading an example decodes its file (peftbench.loading)
+
     def __init__(self, root: Path, items: list[tuple[str, int]], transform: Callable,
                  prepare: Callable | None = None, cache: ImageCache | None = None):
         self.root = Path(root)

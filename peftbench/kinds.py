@@ -8,10 +8,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import RandomSampler
 
 from .compute import device
 from .features import frozen_features
+from .loading import loader
 from .recipe import Recipe
 from .records import Kind
 from .train import Classifier, TrainConfig, TrainStats, evaluate, fit, train
@@ -133,8 +134,7 @@ class Regress:
             return self._untrained(model, config, loop.get("on_epoch"))
         draws = max(len(data), recipe.epoch_samples or 0)
         sampler = RandomSampler(data, num_samples=draws, generator=torch.Generator().manual_seed(config.seed))
-        loader = DataLoader(data, batch_size=config.batch_size, sampler=sampler)
-        return fit(model, loader, _squared_error, config, **loop)
+        return fit(model, loader(data, config.batch_size, sampler=sampler), _squared_error, config, **loop)
 
     @staticmethod
     def _untrained(model, config: TrainConfig, on_epoch) -> TrainStats:
@@ -150,7 +150,7 @@ class Regress:
         model.to(dev).eval()
         errors = []  # per example: the mean squared error over its outputs
         start = time.perf_counter()
-        for x, y in DataLoader(data, batch_size=batch_size):
+        for x, y in loader(data, batch_size):
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             errors.append((model(x).float() - y).pow(2).flatten(1).mean(1).cpu())
         errors = torch.cat(errors)

@@ -119,7 +119,14 @@ class Plan:
     splits: dict[str, Splits]  # task id -> its splits, capped as the recipe says
 
     def units(self) -> list[Unit]:
-        return [unit for cell in self.cells for unit in cell.units()]
+        """Task by task (and fraction by fraction): every method's trials, then every final run.
+        Finals come in a batch, so parallel workers find several ready at once and finish together,
+        instead of one worker running the last cell's final alone after its trials."""
+        groups: dict[tuple, list[Cell]] = {}
+        for cell in self.cells:
+            groups.setdefault((cell.task.id, cell.fraction), []).append(cell)
+        return [unit for cells in groups.values() for phase in (Phase.TUNE, Phase.FINAL)
+                for cell in cells for unit in cell.units() if unit.phase is phase]
 
 
 def with_targets(backbone: Backbone, targets) -> Backbone:

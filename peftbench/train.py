@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .compute import autocast, device
+from .loading import loader
 
 
 class TrainingDiverged(RuntimeError):
@@ -123,7 +124,7 @@ def param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
     return [group for group in groups if group["params"]]
 
 
-def fit(model: nn.Module, loader: DataLoader, batch_loss: Callable[[nn.Module, tuple], torch.Tensor],
+def fit(model: nn.Module, batches: DataLoader, batch_loss: Callable[[nn.Module, tuple], torch.Tensor],
         config: TrainConfig, desc: str = "train", progress: bool = True,
         on_epoch: Callable[[int], None] | None = None) -> TrainStats:
     """The optimisation loop every task kind shares.
@@ -134,7 +135,7 @@ def fit(model: nn.Module, loader: DataLoader, batch_loss: Callable[[nn.Module, t
     dev = device()
     model.to(dev).train()
     optimizer = torch.optim.AdamW(param_groups(model, config), weight_decay=config.weight_decay)
-    total = config.epochs * len(loader)
+    total = config.epochs * len(batches)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, config.warmup_fraction))
     steps, seen, train_seconds, loss = 0, 0, 0.0, torch.tensor(float("nan"))
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, dynamic_ncols=True, mininterval=1.0)
@@ -145,7 +146,7 @@ def fit(model: nn.Module, loader: DataLoader, batch_loss: Callable[[nn.Module, t
         for epoch in range(config.epochs):
             model.train()
             start = time.perf_counter()
-            for batch in loader:
+            for batch in batches:
                 batch = tuple(t.to(dev, non_blocking=True) for t in batch)
                 # count the first step's activations on a CPU; the hooks cost time, so only once
                 with autocast(dev), saved.hooks() if dev.type == "cpu" and steps == 0 else nullcontext():
@@ -181,9 +182,8 @@ def _classification_loss(model: nn.Module, batch: tuple) -> torch.Tensor:
 
 def train(model: Classifier, data: Dataset, config: TrainConfig, desc: str = "train",
           progress: bool = True, on_epoch: Callable[[int], None] | None = None) -> TrainStats:
-    loader = DataLoader(data, batch_size=config.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(config.seed))
-    return fit(model, loader, _classification_loss, config, desc, progress, on_epoch)
+    batches = loader(data, config.batch_size, shuffle=True, generator=torch.Generator().manual_seed(config.seed))
+    return fit(model, batches, _classification_loss, config, desc, progress, on_epoch)
 
 
 @torch.no_grad()
@@ -193,7 +193,7 @@ def evaluate(model: nn.Module, data: Dataset, batch_size: int = 128) -> tuple[fl
     model.to(dev).eval()
     correct = []
     start = time.perf_counter()
-    for x, y in DataLoader(data, batch_size=batch_size):
+    for x, y in loader(data, batch_size):
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         with autocast(dev):
             correct.append((model(x).argmax(-1) == y).cpu())

@@ -31,6 +31,9 @@ LEARNING_RATE = (1e-5, 1e-1)
 WEIGHT_DECAY = (1e-6, 1e-1)
 #: The classifier head's learning rate: its own, the same default for every method, tuned alike.
 HEAD_LR = 1e-3
+#: The median pruner compares a trial's val score after an epoch with the finished trials' there,
+#: once this many trials have finished, and never after the first epoch.
+PRUNE_STARTUP_TRIALS, PRUNE_WARMUP_EPOCHS = 2, 1
 
 
 def defaults(method: Method, head: bool) -> dict:
@@ -94,6 +97,12 @@ def study_name(task: str, method: str, budget: str, backbone: str, fraction: flo
     return f"{task}|{method}|{budget}|{backbone}|{fraction:g}|{digest}"
 
 
+def may_prune(trials: int, epoch: int) -> bool:
+    """Whether a val score after ``epoch`` (from 0) can prune any trial of a study of ``trials``:
+    where none can, only the last epoch needs scoring."""
+    return trials > PRUNE_STARTUP_TRIALS and epoch >= PRUNE_WARMUP_EPOCHS
+
+
 @functools.cache
 def storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna's tables beside the results, on the store's own URL."""
@@ -105,7 +114,7 @@ def open_study(store_url: str, name: str, higher_is_better: bool) -> optuna.Stud
     return optuna.create_study(
         storage=storage(store_url), study_name=name, load_if_exists=True,
         direction="maximize" if higher_is_better else "minimize",
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=PRUNE_WARMUP_EPOCHS),
     )
 
 

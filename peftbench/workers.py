@@ -17,10 +17,11 @@ MAX_AUTO_CPU_WORKERS = 4  # each holds a copy of the backbone and its data
 STOP_GRACE_SECONDS = 30
 
 
-def auto_workers(gpus: int, cores: int) -> int:
-    if gpus:
-        return gpus
-    return max(1, min(MAX_AUTO_CPU_WORKERS, cores // CPU_CORES_PER_WORKER))
+def auto_workers(gpus: int, cores: int, runs_left: int | None = None) -> int:
+    """One worker per GPU, else per core (at most 4), and never one without a run: it would only
+    take the others' cores."""
+    workers = gpus or max(1, min(MAX_AUTO_CPU_WORKERS, cores // CPU_CORES_PER_WORKER))
+    return max(1, min(workers, runs_left)) if runs_left is not None else workers
 
 
 def devices(n: int, gpus: int) -> list[str]:

@@ -160,6 +160,17 @@ def test_harness_overhead_run(tmp_path):
     assert o["wall_vs_compute"] == pytest.approx(o["wall_s"] / o["compute_s"])
     assert o["overhead"] == pytest.approx(1 - o["compute_s"] / o["wall_s"])
     assert result["targets"][-1]["name"] == "harness share of run wall time"
+    # the run's fixed costs: planning once per process, then each part of the run outside its loops
+    assert set(o["fixed_s"]) == {"plan", "setup", "test", "merged_speed", "save"}
+    assert all(seconds > 0 for seconds in o["fixed_s"].values())
+    assert o["fixed_s"]["plan"] < o["wall_s"]
+    # the loader alone on the same task's training split, beside the reference's training step
+    feed = result["loader"]
+    assert feed["task"] == "quick/digits" and feed["workers"] == 0  # in memory, on a CPU
+    assert feed["batches"] > 0 and feed["samples_per_s"] > 0
+    assert feed["vs_train_step"] == pytest.approx(feed["samples_per_s"] / feed["train_samples_per_s"])
+    report = bench.format_report(result)
+    assert "fixed costs of that run (s): plan " in report and "loader: quick/digits training split" in report
 
 
 def test_run_options_map_to_the_sweep_options():

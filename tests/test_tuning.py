@@ -36,7 +36,8 @@ def test_trials_see_val_only_and_the_best_one_is_retrained_with_each_seed(tuned)
     assert sorted(r["seed"] for r in finals) == [0, 1]
     for r in trials:
         assert r["status"] in ("ok", "pruned") and r["test_metric"] is None
-        assert len(r["details"]["val_curve"]) == 2  # scored after each epoch; pruning waits for the second
+        # the first epoch's score can prune nothing (the pruner waits for the second): only the last is scored
+        assert r["details"]["val_epochs"] == [2] and len(r["details"]["val_curve"]) == 1
         assert r["val_metric"] == r["details"]["val_curve"][-1]
         assert r["settings"]["targets"] == ["q", "v"] and r["budget_params"] == 4096
         assert tuning.LEARNING_RATE[0] <= r["hparams"]["lr"] <= tuning.LEARNING_RATE[1]
@@ -118,6 +119,16 @@ def test_a_nan_trial_is_failed_with_its_reason_and_the_sweep_goes_on(tmp_path, m
     assert final["status"] == "ok" and final["hparams"]["poison"] is False
     (name,) = studies(store)
     assert trial_states(store, name) == [TrialState.FAIL, TrialState.COMPLETE]
+
+
+def test_intermediate_epochs_are_scored_only_where_the_median_pruner_can_act():
+    # two trials: neither can ever be pruned, so only the last epoch's score (the trial's value) counts
+    assert not any(tuning.may_prune(2, epoch) for epoch in range(5))
+    # more trials: every epoch but the first, which the pruner's warm-up ignores
+    assert [tuning.may_prune(8, epoch) for epoch in range(3)] == [False, True, True]
+    pruner = tuning.open_study("sqlite://", "s", True).pruner
+    assert (pruner._n_startup_trials, pruner._n_warmup_steps) == (tuning.PRUNE_STARTUP_TRIALS,
+                                                                  tuning.PRUNE_WARMUP_EPOCHS)
 
 
 def test_best_respects_the_direction_and_skips_unfinished_trials():

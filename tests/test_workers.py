@@ -1,5 +1,6 @@
 """Local workers: --workers N shares one store through the claims, each worker on its own device."""
 
+import itertools
 import signal
 import sqlite3
 import time
@@ -9,6 +10,7 @@ from conftest import tiny_run
 
 from peftbench.cli import main
 from peftbench.compute import pick_device
+from peftbench.errors import UsageError
 from peftbench.store import Store
 from peftbench.workers import auto_workers, devices, threads
 
@@ -20,6 +22,23 @@ def test_each_worker_takes_its_own_gpu_and_a_share_of_the_cores():
     assert threads(2, cores=2) == 1 and threads(3, cores=16) == 5 and threads(4, cores=2) == 1
     assert auto_workers(gpus=8, cores=64) == 8 and auto_workers(gpus=0, cores=2) == 2
     assert auto_workers(gpus=0, cores=64) == 4 and auto_workers(gpus=0, cores=1) == 1
+    # never a worker without a run: one run left keeps every core in one process
+    assert auto_workers(gpus=0, cores=2, runs_left=1) == 1 and auto_workers(gpus=8, cores=64, runs_left=3) == 3
+    assert auto_workers(gpus=0, cores=2, runs_left=0) == 1
+
+
+def test_auto_is_the_default_and_the_environment_can_change_it(monkeypatch):
+    from peftbench import cli, defaults
+
+    monkeypatch.setattr(defaults, "WORKERS", "auto")
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert cli._worker_count(None, runs_left=12) == 2 and cli._worker_count(None, runs_left=1) == 1
+    assert cli._worker_count(3, runs_left=1) == 3  # asked for: as asked
+    # a process --device or LOCAL_RANK placed (torchrun, a worker started by hand) is one worker
+    assert cli._worker_count(None, runs_left=12, placed=True) == 1
+    monkeypatch.setattr(defaults, "WORKERS", "two")
+    with pytest.raises(UsageError, match="PEFTBENCH_WORKERS"):
+        cli._worker_count(None, runs_left=12)
 
 
 def test_a_worker_without_device_takes_the_gpu_its_local_rank_names():
@@ -58,3 +77,19 @@ def test_ctrl_c_stops_every_worker_and_loses_nothing(tmp_path, start_cli):
     assert 1 <= len(done) < 6
     assert main(tiny_run("lora", "--resume", seeds=6, store=store)) == 0
     assert sorted(r["seed"] for r in Store(store).records()) == list(range(6))
+
+
+def test_a_task_s_trials_all_come_before_its_final_runs():
+    """So parallel workers find the finals ready together and end together, not one running the
+    last cell's final alone."""
+    from peftbench.runner import RunOptions, Sweep
+
+    options = RunOptions(backbone="tiny-vit", image_size=32, trials=2, seeds=2, fractions=(0.5, 1.0), progress=False)
+    units = Sweep("lora,linear", "quick", options).plan().units()
+    groups = [(u.cell.task.id, u.cell.fraction) for u in units]
+    assert len(units) == 2 * 2 * 2 * 4 and len({u.key for u in units}) == len(units)
+    runs = [group for group, _ in itertools.groupby(groups)]
+    assert len(runs) == len(set(runs)) == 4  # each (task, fraction) in one stretch
+    for group in runs:
+        phases = [u.phase.value for u, g in zip(units, groups) if g == group]
+        assert phases == ["tune"] * 4 + ["final"] * 4  # both methods' trials, then both methods' finals

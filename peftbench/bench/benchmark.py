@@ -9,6 +9,7 @@ import statistics
 from .. import defaults
 from ..errors import UsageError
 from .contenders import contenders
+from .loader import measure_loader
 from .measure import max_abs_diff, measure_inference, measure_training, precision_steps
 from .overhead import DEFAULT_RUN_TASK, measure_run, parse_run_options
 from .summary import measured, paired_ratio, summarise
@@ -89,8 +90,19 @@ def run_bench(backbone_name: str, methods: str | None = None, budget: str | None
             overhead = {"task": task, "error": f"{type(exc).__name__}: {exc}"}
             log(f"harness overhead not measured: {overhead['error']}")
 
+    feed = None
+    if task and backbone.modality == "image":
+        log(f"loader: the training split of {task}")
+        try:
+            feed = measure_loader(task, backbone, batch_size, batch_size / statistics.median(ref.step_times),
+                                  extra.get("data_root"))
+        except Exception as exc:  # noqa: BLE001 - keep the rest of what was measured
+            feed = {"task": task, "error": f"{type(exc).__name__}: {exc}"}
+            log(f"loader not measured: {feed['error']}")
+
     settings = {"backbone": backbone.name, "budget": budget, "budget_params": target, "batch_size": batch_size,
                 "image_size": backbone.image_size, "seq_len": seq_len if backbone.modality == "text" else None,
                 "steps": steps, "warmup": warmup, "infer_steps": infer_steps, "device": str(dev),
                 "threads": torch.get_num_threads(), "reference": reference, "challenger": challenger, "probe": probe}
-    return {**summarise(settings, measured(cs, inference), overhead, environment()), "precision": bf16}
+    return {**summarise(settings, measured(cs, inference), overhead, environment()), "precision": bf16,
+            "loader": feed}

@@ -54,6 +54,18 @@ def format_report(result: dict) -> str:
                        f"evaluated examples): run wall / step time {o['wall_vs_compute']:.3f}; its training loop "
                        f"/ its steps {o['train_loop_vs_steps']:.3f}; outside its training and evaluation loops "
                        f"{o['outside_loops_s']:.1f} s ({o['outside_loops_share']:.1%} of the wall time)")]
+    if o and "fixed_s" in o:
+        lines += ["", "fixed costs of that run (s): " + ", ".join(f"{part.replace('_', ' ')} {seconds:.2f}"
+                                                                  for part, seconds in o["fixed_s"].items())
+                  + " (plan: once per process)"]
+    feed = result.get("loader")
+    if feed and "error" in feed:
+        lines += ["", f"loader not measured: {feed['error']}"]
+    elif feed:
+        lines += ["", (f"loader: {feed['task']} training split, batch {feed['batch_size']}, {feed['workers']} "
+                       f"decoding worker(s): {feed['samples_per_s']:,.0f} samples/s alone, "
+                       f"{feed['vs_train_step']:.1f}x {ref}'s training step ({feed['train_samples_per_s']:.0f} "
+                       f"samples/s){'' if feed['vs_train_step'] >= 1 else ': the loader is the bottleneck'}")]
     p = result.get("precision")
     if p:
         lines += ["", (f"precision: {p['method']} training step {1000 * p['fp32_step_s']:.0f} ms in fp32, "
