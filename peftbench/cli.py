@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=_positive(int), help="override the suite's batch size")
     run.add_argument("--image-size", type=_positive(int), help="override the suite's image size")
     run.add_argument("--max-train-examples", type=_positive(int), help="cap the training examples (small machines)")
+    run.add_argument("--epoch-samples", type=_positive(int),
+                     help="every epoch draws at least this many training examples (fresh permutations of a small "
+                          "set), so small --fractions get as many steps as the full split (default: the recipe's)")
     run.add_argument("--max-eval-examples", type=_positive(int),
                      help="cap the validation and test examples (smoke runs; recorded, and shown on the leaderboard)")
     run.add_argument("--eval-mode", choices=["loglik", "text", "generate"],
@@ -266,6 +269,7 @@ def cmd_run(args) -> int:
         backbone=args.backbone, budget=args.budget, seeds=args.seeds, trials=args.trials, epochs=args.epochs,
         batch_size=args.batch_size, image_size=args.image_size, data_root=args.data_root,
         max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
+        epoch_samples=args.epoch_samples,
         eval_mode=args.eval_mode, targets=args.targets, precision=args.precision, device=args.device,
         fractions=args.fractions,
         adapters_dir=str(beside(location, args.out) / "adapters"),

@@ -136,7 +136,8 @@ def _train_and_score(cell, phase, seed, hparams, train_data, val, test, trial, c
         model = kind.build(task, backbone, adapted)
     # a method that trains nothing in the backbone (the linear probe) has no lr of its own
     config = TrainConfig(epochs=recipe.epochs, batch_size=recipe.batch_size, lr=hparams.get("lr", 0.0),
-                         head_lr=hparams.get("head_lr"), weight_decay=hparams["weight_decay"], seed=seed)
+                         head_lr=hparams.get("head_lr"), weight_decay=hparams["weight_decay"], seed=seed,
+                         epoch_samples=recipe.epoch_samples)
     stats = kind.train(model, backbone, train_data, config, recipe, frozen=frozen,
                        desc=f"{task.id} {cell.method.name} {phase.value} s{seed}", progress=context.progress,
                        on_epoch=validate if val is not None else None)

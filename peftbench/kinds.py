@@ -8,11 +8,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import RandomSampler
 
 from .compute import device
 from .features import frozen_features
-from .loading import loader
+from .loading import loader, shuffled
 from .recipe import Recipe
 from .records import Kind
 from .train import Classifier, TrainConfig, TrainStats, evaluate, fit, train
@@ -110,11 +109,7 @@ def _squared_error(model: nn.Module, batch: tuple) -> torch.Tensor:
 
 
 class Regress:
-    """The adapted model's own output is the prediction (teacher-student: no head); mean squared error.
-
-    The recipe's ``epoch_samples`` makes every epoch draw at least that many examples (each
-    pass a fresh permutation), so a small fraction of the data still gets enough steps.
-    """
+    """The adapted model's own output is the prediction (teacher-student: no head); mean squared error."""
 
     has_head = False
 
@@ -132,9 +127,8 @@ class Regress:
               **loop) -> TrainStats:
         if not any(p.requires_grad for p in model.parameters()):  # linear: nothing to fit, the frozen floor
             return self._untrained(model, config, loop.get("on_epoch"))
-        draws = max(len(data), recipe.epoch_samples or 0)
-        sampler = RandomSampler(data, num_samples=draws, generator=torch.Generator().manual_seed(config.seed))
-        return fit(model, loader(data, config.batch_size, sampler=sampler), _squared_error, config, **loop)
+        return fit(model, shuffled(data, config.batch_size, config.seed, config.epoch_samples), _squared_error, config,
+                   **loop)
 
     @staticmethod
     def _untrained(model, config: TrainConfig, on_epoch) -> TrainStats:

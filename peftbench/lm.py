@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from .compute import autocast, device
+from .loading import shuffled
 from .recipe import EVAL_MODES
 from .train import TrainConfig, TrainStats, fit
 
@@ -117,9 +117,8 @@ def train_lm(model, tokenizer, examples, config: TrainConfig, max_length: int = 
         ids, labels = zip(*rows)
         return (*_batch(ids, pad), _pad(labels, IGNORE))
 
-    loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, collate_fn=collate,
-                        generator=torch.Generator().manual_seed(config.seed))
-    return fit(model, loader, lambda m, batch: _response_loss(m, *batch), config, desc, progress, on_epoch)
+    batches = shuffled(data, config.batch_size, config.seed, config.epoch_samples, collate_fn=collate)
+    return fit(model, batches, lambda m, batch: _response_loss(m, *batch), config, desc, progress, on_epoch)
 
 
 # ---- evaluation ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
 from .compute import device
 
@@ -42,3 +42,13 @@ def loader(data: Dataset, batch_size: int, workers: int | None = None, **kwargs)
     workers = loader_workers(data) if workers is None else workers
     return DataLoader(data, batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0,
                       pin_memory=workers > 0 and device().type == "cuda", **kwargs)
+
+
+def shuffled(data: Dataset, batch_size: int, seed: int, epoch_samples: int | None = None, **kwargs) -> DataLoader:
+    """Training batches in a seeded random order; each epoch draws at least ``epoch_samples``
+    examples (fresh permutations of a small set), so a small fraction still gets its steps.
+    Without it, the order ``shuffle=True`` with the same generator gives (the loader draws its
+    workers' seed from the generator first, then the sampler its permutations)."""
+    generator = torch.Generator().manual_seed(seed)
+    sampler = RandomSampler(data, num_samples=max(len(data), epoch_samples or 0), generator=generator)
+    return loader(data, batch_size, sampler=sampler, generator=generator, **kwargs)

@@ -24,7 +24,7 @@ from .task import Splits, Suite, Task, resolve_tasks
 
 #: the recipe settings the command line can override (RunOptions fields of the same names)
 OVERRIDABLE = ("backbone", "epochs", "batch_size", "image_size", "max_train_examples", "max_eval_examples",
-               "eval_mode", "trials", "seeds", "targets", "precision")
+               "eval_mode", "trials", "seeds", "targets", "precision", "epoch_samples")
 
 
 def resolve_methods(spec: str, allow_broken: bool = False) -> dict[str, Method]:

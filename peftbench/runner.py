@@ -35,6 +35,7 @@ class RunOptions:
     image_size: int | None = None
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
+    epoch_samples: int | None = None  # every epoch draws at least this many examples (small fractions)
     eval_mode: str | None = None
     targets: tuple[str, ...] | None = None  # the modules every method adapts, by role (q, v, ...)
     precision: str | None = None  # fp32, bf16 or auto

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .compute import autocast, device
-from .loading import loader
+from .loading import loader, shuffled
 
 
 class TrainingDiverged(RuntimeError):
@@ -53,6 +53,7 @@ class TrainConfig:
     seed: int
     warmup_fraction: float = 0.1
     head_lr: float | None = None  # the classifier head's own step; None: the same as lr
+    epoch_samples: int | None = None  # every epoch draws at least this many examples
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ def _classification_loss(model: nn.Module, batch: tuple) -> torch.Tensor:
 
 def train(model: Classifier, data: Dataset, config: TrainConfig, desc: str = "train",
           progress: bool = True, on_epoch: Callable[[int], None] | None = None) -> TrainStats:
-    batches = loader(data, config.batch_size, shuffle=True, generator=torch.Generator().manual_seed(config.seed))
+    batches = shuffled(data, config.batch_size, config.seed, config.epoch_samples)
     return fit(model, batches, _classification_loss, config, desc, progress, on_epoch)
 
 

@@ -60,3 +60,19 @@ def test_bad_fraction_lists_name_the_bad_value(text, named):
 
 def test_fraction_lists_are_sorted_and_deduplicated():
     assert parse_fractions("1.0,0.1,0.05,0.1") == (0.05, 0.1, 1.0)
+
+
+def test_epoch_samples_give_a_small_fraction_the_steps_of_a_large_one(tmp_path):
+    from conftest import tiny_run
+
+    from peftbench.cli import main
+    from peftbench.store import Store
+
+    store = tmp_path / "r.db"
+    assert main(tiny_run("lora", "--fractions", "0.05,1.0", "--epoch-samples", "500", epochs=2, store=store)) == 0
+    runs = {r["data_fraction"]: r for r in Store(str(store)).records()}
+    small, full = runs[0.05], runs[1.0]
+    assert small["settings"]["epoch_samples"] == 500 and "epoch_samples" in small["settings"]["overrides"]
+    assert small["details"]["train_examples"] < 100 < 500 < full["details"]["train_examples"]
+    seen = {f: round(r["train_seconds"] * r["train_samples_per_s"]) for f, r in runs.items()}
+    assert seen == {0.05: 2 * 500, 1.0: 2 * full["details"]["train_examples"]}  # never fewer than the split

@@ -54,8 +54,23 @@ def test_a_variant_is_a_method_of_its_own_with_its_own_count():
     assert methods["hora[share=none]"].defaults["share"] == "none" and methods["hora"].defaults["share"] == "heads"
 
 
+def test_the_b_projection_axis_is_a_variant_counted_exactly():
+    import copy
+
+    from peftbench.backbones import load_backbone
+    from peftbench.contracts import trainable
+
+    backbone = load_backbone("tiny-vit")
+    methods = resolve_methods("hora[axis=head_dim],hora[axis=head_dim,proj_axis=generator]")
+    size = {"r": 4, "hidden": 16}
+    counts = [m.count(backbone, size) for m in methods.values()]
+    real = [sum(p.numel() for p in trainable(m.apply(copy.deepcopy(backbone), size, m.defaults)))
+            for m in methods.values()]
+    assert counts == real and counts[1] > counts[0]  # P_B on g_B's axis: d_h x d_h instead of r x r
+
+
 @pytest.mark.parametrize("text,message", [
-    ("hora[shares=none]", "hora has no option 'shares' (its options: share, seeds, axis, activation)"),
+    ("hora[shares=none]", "hora has no option 'shares' (its options: share, seeds, axis, proj_axis, activation)"),
     ("hora[share=all]", "share is one of heads, none, qv"),
     ("lora[dropout=0.1]", "lora has no option 'dropout' (its options: none)"),
     ("lorra", "did you mean 'lora'?"),

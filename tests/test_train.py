@@ -78,3 +78,23 @@ def test_the_linear_probe_on_cached_features_trains_as_the_full_loop_does(tiny):
         torch.testing.assert_close(cached, looped, rtol=1e-4, atol=1e-5)  # batch sizes round differently
     assert accuracies[0] == accuracies[1]
     assert not torch.equal(heads[1][0], initial)  # it trained
+
+
+def test_an_epoch_draws_at_least_epoch_samples_examples_and_otherwise_shuffles_as_before():
+    from torch.utils.data import DataLoader
+
+    from peftbench.loading import shuffled
+
+    data = TensorDataset(torch.arange(10).float().unsqueeze(1), torch.arange(10))
+    before = [y.tolist() for _, y in DataLoader(data, batch_size=4, shuffle=True,
+                                                generator=torch.Generator().manual_seed(3))]
+    assert [y.tolist() for _, y in shuffled(data, 4, seed=3)] == before
+    drawn = torch.cat([y for _, y in shuffled(data, 4, seed=3, epoch_samples=25)])
+    assert len(drawn) == 25 and sorted(drawn[:10].tolist()) == sorted(drawn[10:20].tolist()) == list(range(10))
+    assert len(shuffled(data, 4, seed=3, epoch_samples=5)) == 3  # never fewer than the whole set
+    steps = []
+    model = torch.nn.Linear(1, 10)
+    config = TrainConfig(epochs=2, batch_size=4, lr=1e-3, weight_decay=0.0, seed=0, epoch_samples=25)
+    stats = train(Classifier(torch.nn.Identity(), 1, 10), data, config, progress=False,
+                  on_epoch=lambda epoch: steps.append(epoch))
+    assert steps == [0, 1] and stats.samples_per_s > 0 and model is not None

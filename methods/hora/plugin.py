@@ -26,10 +26,12 @@ class HoRA(PeftMethod):
     description = "cross-head low-rank adaptation: per-layer hypernetworks generate per-head B (HoRA)"
     # HoRA trains the generator through seeds that start small: it wants a larger step than LoRA.
     defaults = {"lr": 3e-3, "weight_decay": 1e-4, "alpha_over_r": 1.0, "dropout": 0.0,
-                "activation": "tanh", "share": "heads", "seeds": "shared", "axis": "rank"}
+                "activation": "tanh", "share": "heads", "seeds": "shared", "axis": "rank", "proj_axis": "rank"}
     fine_knobs = ("hidden",)
     options = {"share": ("heads", "none", "qv"), "seeds": ("shared", "separate"), "axis": ("rank", "head_dim"),
-               "activation": ACTIVATIONS}
+               "proj_axis": ("rank", "generator"), "activation": ACTIVATIONS}
+    #: the options that change the trainable-parameter count
+    SHAPING = ("share", "seeds", "axis", "proj_axis")
 
     def search_space(self, trial):
         return low_rank_space(trial)  # as LoRA's: the generator's width is part of the budgeted size
@@ -52,7 +54,7 @@ class HoRA(PeftMethod):
                  for name in layout.modules(role)]
         names = {"q": layout.q, "k": layout.k, "v": layout.v}
         r = size["r"]
-        options = {k: hparams.get(k, self.defaults[k]) for k in ("activation", "share", "seeds", "axis")}
+        options = {k: hparams.get(k, self.defaults[k]) for k in ("activation", *self.SHAPING)}
         return HoraConfig(
             r=r,
             hidden=size.get("hidden", DEFAULT_HIDDEN),
@@ -84,7 +86,7 @@ class HoRA(PeftMethod):
         if backbone.target_roles not in cache:
             cache[backbone.target_roles] = hora_shapes(self.peft_config(backbone, size, self.defaults),
                                                        backbone.module)
-        options = {k: self.defaults[k] for k in ("share", "seeds", "axis")}
+        options = {k: self.defaults[k] for k in self.SHAPING}
         config = SimpleNamespace(r=size["r"], hidden=size.get("hidden", DEFAULT_HIDDEN),
                                  num_attention_heads=backbone.layout.num_heads, **options)
         return count_from_shapes(config, cache[backbone.target_roles])["total"]
