@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -261,6 +262,13 @@ def cmd_run(args) -> int:
     from .registry import check_names
 
     check_names(args.methods, args.tasks, args.budget)  # before torch loads: a bad name fails at once
+    from .envinfo import sweep_marked
+
+    with sweep_marked(shlex.join(["peftbench", *args.argv])):
+        return _run(args)
+
+
+def _run(args) -> int:
     from .runner import RunOptions, Sweep
     from .store import Store, beside
 

@@ -14,6 +14,7 @@ import re
 import statistics
 from collections import defaultdict
 from collections.abc import Hashable
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -479,6 +480,38 @@ def _intervals_text(by_examples: bool, resamples: int) -> str:
             "counted; differences are paired by seed; one seed gives no interval")
 
 
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{max(minutes, 1)} min"
+
+
+def _provenance(records: list[dict]) -> list[str]:
+    """The commands whose runs (trials included) make the section, each with when it started and how
+    long it ran until its last record here, and the machines they ran on."""
+    sittings: dict[tuple, list[str]] = defaultdict(list)
+    for r in records:
+        env = r["env"] or {}
+        sittings[(env.get("command"), env.get("started"))].append(r["created_at"])
+    commands, untimed = [], 0
+    for (command, started), ends in sorted(sittings.items(), key=lambda item: str(item[0][1])):
+        if command is None or started is None:
+            untimed += len(ends)
+            continue
+        seconds = (datetime.fromisoformat(max(ends)) - datetime.fromisoformat(started)).total_seconds()
+        commands.append(f"`{command}` (started {started}, {_duration(seconds)} until its last run here)")
+    if untimed:
+        commands.append(f"{untimed} run(s) recorded without their command (before peftbench recorded it)")
+    machines = {_machine(r["env"] or {}) for r in records}
+    return [f"- **Commands** {'; '.join(commands)}", f"- **Machine** {'; '.join(sorted(machines))}"]
+
+
+def _machine(env: dict) -> str:
+    box = env.get("machine") or {}
+    cores = f", {box['cores']} cores" if box.get("cores") else ""
+    memory = f", {box['memory_gib']} GiB memory" if box.get("memory_gib") else ""
+    return f"{env.get('device', 'unknown device')}{cores}{memory}, {env.get('threads', '?')} torch thread(s) per worker"
+
+
 def _header(rows: list[dict], backbone: str, higher: bool | None, by_examples: bool, resamples: int) -> list[str]:
     settings = [r["settings"] for r in rows]
     recipes = {_recipe(r["settings"], (r["details"] or {}).get("eval_mode")) for r in rows}
@@ -618,7 +651,7 @@ def _fraction_lines(judged: dict[str, dict[float, Judged]], keys: list[Key], lab
 
 
 def _section(suite: str, backbone: str, rows: list[dict], reported: list[Reported], figures_dir: Path | None,
-             against: str, resamples: int) -> list[str]:
+             against: str, resamples: int, every_run: list[dict]) -> list[str]:
     full = [r for r in rows if _fraction(r) == 1.0]
     largest = max(_fraction(r) for r in rows)
     main = full or [r for r in rows if _fraction(r) == largest]
@@ -628,7 +661,8 @@ def _section(suite: str, backbone: str, rows: list[dict], reported: list[Reporte
     by_examples = Intervals.usable(_runs(rows))
     stats = Intervals(_runs(main), by_examples, resamples)
     interval = "95% bootstrap interval" if by_examples else "95% t interval over seeds"
-    out = [f"## {suite} on {backbone}", "", *_header(rows, backbone, cols.suite_higher, by_examples, resamples), ""]
+    out = [f"## {suite} on {backbone}", "", *_header(rows, backbone, cols.suite_higher, by_examples, resamples),
+           *_provenance(every_run), ""]
     if not full:
         out += [f"No run on the full training split: the table shows the largest fraction, "
                 f"{fmt_fraction(largest)}.", ""]
@@ -685,9 +719,12 @@ def render(store: Store, out_path: str | Path | None = None, *, against: str = A
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         groups[(r["suite"], r["backbone"])].append(r)
+    every_run: dict[tuple, list[dict]] = defaultdict(list)
+    for r in store.records():
+        every_run[(r["suite"], r["backbone"])].append(r)
     for (suite, backbone), rows in sorted(groups.items()):
         out += _section(suite, backbone, rows, [p for p in reported if p.suite == suite], figures_dir,
-                        against, resamples)
+                        against, resamples, every_run[(suite, backbone)])
     failed = store.records(status="failed")
     if failed:
         out += ["## Failed runs", ""]

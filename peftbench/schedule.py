@@ -57,19 +57,19 @@ class Scheduler:
 
     def _run_pending(self, pending: list[Unit], records: list[RunRecord], keys: set[str], total: int) -> None:
         while pending:
-            waiting = []
+            waiting, done = [], self.store.finished()
             for unit in pending:
-                if unit.phase is Phase.FINAL and not all(map(self.store.has, unit.cell.tune_keys())):
-                    waiting.append(unit)  # its study is not finished yet (another worker's trials)
+                if not ready(unit, done):
+                    waiting.append(unit)  # what it depends on is not recorded yet (other workers' units)
                     continue
                 outcome, abandoned = self.claims.claim(unit.key)
                 if outcome is Outcome.BUSY:
                     waiting.append(unit)
                 elif outcome is Outcome.CLAIMED:
                     records.append(self.run_unit(unit, abandoned))
-                    # counted in the store: other workers' units too
-                    self.report(records[-1], unit, len(self.store.finished() & keys), total)
-            still = [unit for unit in waiting if not self.store.has(unit.key)]
+                    done = self.store.finished()  # counted in the store: other workers' units too
+                    self.report(records[-1], unit, len(done & keys), total)
+            still = [unit for unit in waiting if unit.key not in done]
             if still and len(still) == len(pending):
                 time.sleep(POLL_SECONDS)
             pending = still
@@ -100,15 +100,16 @@ class Scheduler:
         return record
 
     def study(self, cell: Cell) -> optuna.Study:
-        """Open (or continue) the cell's study; trials recorded but never told are told now."""
+        """Open (or continue) the cell's study, with every recorded trial told: a worker that died,
+        or one that wrote its record a moment ago, may not have told it yet."""
         if cell.study not in self._studies:
-            study = tuning.open_study(self.store.url, cell.study, cell.task.higher_is_better)
-            running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-            for record in self.tune_records(cell):
-                if record["details"]["trial"] in running:
-                    tuning.tell(study, record["details"]["trial"], record["status"], record["val_metric"])
-            self._studies[cell.study] = study
-        return self._studies[cell.study]
+            self._studies[cell.study] = tuning.open_study(self.store.url, cell.study, cell.task.higher_is_better)
+        study = self._studies[cell.study]
+        running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        for record in self.tune_records(cell):
+            if record["details"]["trial"] in running:
+                tuning.tell(study, record["details"]["trial"], record["status"], record["val_metric"])
+        return study
 
     def tune_records(self, cell: Cell) -> list[dict]:
         keys = cell.tune_keys()
@@ -137,6 +138,16 @@ class Scheduler:
         trainval = nested_subset(splits.trainval, cell.fraction)
         return execute(unit, unit.index, hparams, trainval, context, test=splits.test,
                        details={"selected": selected})
+
+
+def ready(unit: Unit, done: set[str]) -> bool:
+    """A final run once its study's trials are recorded; a trial once the slots before it are,
+    unless it is independent of them (``tuning.independent``)."""
+    cell = unit.cell
+    if unit.phase is Phase.FINAL:
+        return cell.tune_keys() <= done
+    return tuning.independent(unit.index, cell.recipe.trials) or all(
+        Unit(cell, Phase.TUNE, slot).key in done for slot in range(unit.index))
 
 
 def print_outcome(record: RunRecord, unit: Unit, number: int, total: int) -> None:

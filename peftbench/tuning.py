@@ -2,8 +2,9 @@
 
 Every method gets the same number of trials, each trained on train and scored on val after
 every epoch (a median pruner stops the hopeless ones). A trial's configuration depends only on
-the study's seed, its slot and the trials finished before it, so a resumed or shared sweep
-samples what an uninterrupted one would.
+the study's seed, its slot and the slots before it, which it waits for where it could see them
+(``independent``), so a resumed sweep, or one shared by any number of workers, samples and
+prunes what one uninterrupted worker would.
 """
 
 from __future__ import annotations
@@ -123,7 +124,19 @@ def sampler(name: str, slot: int, trials: int) -> optuna.samplers.BaseSampler:
     after a crash draws what it drew the first time."""
     seed = int(hashlib.sha256(f"{STUDY_SEED}|{name}|{slot}".encode()).hexdigest()[:8], 16)
     # random search for the first half of a small budget, then TPE
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(1, trials // 2)), constant_liar=False)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=random_slots(trials), constant_liar=False)
+
+
+def random_slots(trials: int) -> int:
+    """How many slots draw at random before TPE learns from the finished ones."""
+    return min(10, max(1, trials // 2))
+
+
+def independent(slot: int, trials: int) -> bool:
+    """Whether a slot's trial is the same whatever other slots have finished: it samples at random
+    (or takes the defaults) and no pruning can act yet. Any other slot must wait for the slots
+    before it, so that a sweep run by any number of workers samples and prunes as one would."""
+    return slot < min(random_slots(trials), PRUNE_STARTUP_TRIALS)
 
 
 def first_trial(method: Method, head: bool) -> dict:

@@ -137,6 +137,25 @@ def test_header_states_backbone_budget_trials_seeds_commit_and_versions(vtab_sto
     assert "figures/" not in text  # no output path: no figures
 
 
+def test_header_states_each_command_with_its_wall_time_and_the_machine(store_path):
+    store = Store(store_path)
+    machine = {"cores": 2, "memory_gib": 24, "system": "Linux"}
+    sitting = {**ENV, "machine": machine, "command": "peftbench run --methods lora --tasks quick",
+               "started": "2026-12-02T08:00:00+00:00"}
+    resumed = {**sitting, "command": sitting["command"] + " --resume", "started": "2026-12-02T10:00:00+00:00"}
+    for seed, (env, end) in enumerate([(sitting, "2026-12-02T08:40:00+00:00"), (sitting, "2026-12-02T09:25:00+00:00"),
+                                       (resumed, "2026-12-02T10:05:00+00:00"), (ENV, "2026-11-01T00:00:00+00:00")]):
+        store.add(record("quick", "digits", "natural", "lora", seed, 0.9, env=env, created_at=end))
+    store.add(record("quick", "digits", "natural", "lora", 0, None, env=resumed, phase="tune",
+                     created_at="2026-12-02T10:30:00+00:00"))  # a trial: part of the sitting too
+    header = render(store).split("## quick on dinov2-s")[1].split("| method")[0]
+    assert ("`peftbench run --methods lora --tasks quick` (started 2026-12-02T08:00:00+00:00, 1 h 25 min "
+            "until its last run here)") in header
+    assert "`peftbench run --methods lora --tasks quick --resume` (started 2026-12-02T10:00:00+00:00, 30 min" in header
+    assert "1 run(s) recorded without their command" in header
+    assert "**Machine** cpu (x86_64), 1 torch thread(s) per worker; cpu (x86_64), 2 cores, 24 GiB memory" in header
+
+
 def test_header_states_a_cut_recipe_and_slow_rates_keep_a_decimal(store_path):
     store = Store(store_path)
     cut = {"backbone": "dinov2-s", "image_size": 56, "epochs": 1, "batch_size": 32, "trials": 0, "seeds": 1,

@@ -29,10 +29,10 @@ def count(path, table):
 
 def outcome(path) -> dict:
     """What a sweep found, without what differs between processes: ids, times, speeds, workers,
-    file names and Optuna's trial numbers (a killed trial takes one)."""
+    file names, the seconds each part took and Optuna's trial numbers (a killed trial takes one)."""
     found = {}
     for r in Store(path).records():
-        details = {k: v for k, v in r["details"].items() if k not in ("trial", "trained_tensors")}
+        details = {k: v for k, v in r["details"].items() if k not in ("trial", "trained_tensors", "seconds")}
         found[r["spec_key"]] = (r["phase"], r["method"], r["seed"], r["status"], r["hparams"], r["val_metric"],
                                 r["test_metric"], r["trainable_params"], json.dumps(details, sort_keys=True))
     return found

@@ -1,6 +1,9 @@
 """Local workers: --workers N shares one store through the claims, each worker on its own device."""
 
 import itertools
+import json
+import os
+import shlex
 import signal
 import sqlite3
 import time
@@ -53,11 +56,24 @@ def test_a_worker_without_device_takes_the_gpu_its_local_rank_names():
 @pytest.mark.slow  # two worker processes
 def test_two_workers_run_every_unit_once(tmp_path, capsys):
     store = str(tmp_path / "r.db")
-    assert main(tiny_run("lora,linear", "--workers", "2", trials=2, seeds=2, store=store)) == 0
+    argv = tiny_run("lora,linear", "--workers", "2", trials=4, seeds=2, store=store)
+    assert main(argv) == 0
     records = Store(store).records()
-    assert len(records) == 8 and len({r["spec_key"] for r in records}) == 8
+    assert len(records) == 12 and len({r["spec_key"] for r in records}) == 12
     assert len({r["env"]["worker"] for r in records}) == 2  # both worked
-    assert "8 run(s) recorded" in capsys.readouterr().out
+    assert "12 run(s) recorded" in capsys.readouterr().out
+    # every worker's records name the command the user typed, and one start
+    assert {r["env"]["command"] for r in records} == {shlex.join(["peftbench", *argv])}
+    assert len({r["env"]["started"] for r in records}) == 1 and "PEFTBENCH_COMMAND" not in os.environ
+    # the trials sampled and pruned what one worker's would: the same configuration in every slot
+    alone = str(tmp_path / "alone.db")
+    assert main(tiny_run("lora,linear", "--workers", "1", trials=4, seeds=2, store=alone)) == 0
+
+    def trials(path):
+        return sorted((r["method"], r["details"]["slot"], json.dumps(r["hparams"], sort_keys=True), r["status"])
+                      for r in Store(path).records() if r["phase"] == "tune")
+
+    assert trials(store) == trials(alone)
 
 
 @pytest.mark.slow  # worker processes, interrupted and resumed
