@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "final run) and figures/ go beside it (default: leaderboard/README.md beside a "
                             f"SQLite store, else {DEFAULT_OUT}/leaderboard/README.md)")
     board.add_argument("--against", default="lora", help="the method every other is compared with (default lora)")
+    board.add_argument("--notes", help="a markdown file placed under the page's title, as written: what the "
+                                       "numbers say, what the page leaves out and why")
 
     export = sub.add_parser("export", help="write the store's runs as JSON Lines or CSV, one record per run")
     export.add_argument("--store", help=f"results store (default {DEFAULT_OUT}/results.db)")
@@ -348,6 +350,15 @@ def _not_a_folder(*paths: Path) -> None:
             raise UsageError(f"cannot write {path}: it is a folder")
 
 
+def _read_notes(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read --notes {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
 def cmd_leaderboard(args) -> int:
     from .export import write_jsonl
     from .leaderboard import render
@@ -359,12 +370,13 @@ def cmd_leaderboard(args) -> int:
            else _output(args.output, "README.md"))
     results = out.parent / "results.jsonl"
     _not_a_folder(out, results)
+    notes = _read_notes(args.notes)
     store = Store(location, create=False)
     created = _make_folder(out.parent, out)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text("")  # the folder takes files, before any figure is drawn
-        text = render(store, out, against=args.against)
+        text = render(store, out, against=args.against, notes=notes)
         tmp.write_text(text)
         count = write_jsonl(store.records(phase="final"), results)
         os.replace(tmp, out)

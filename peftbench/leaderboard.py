@@ -396,7 +396,10 @@ def _selected(r: dict, metric: str) -> str:
         return "the method's defaults (untuned)"
     if selected.get("by") == "val":
         val = selected.get("val_metric")
-        score = f", val {fmt_value(val, metric)}" if isinstance(val, (int, float)) else ""
+        score = ""
+        if isinstance(val, (int, float)):
+            # noisy val targets put every regression trial near the noise floor: show the digits that chose
+            score = f", val {fmt_value(val, metric) if metric in PERCENT else f'{val:.6g}'}"
         return f"best on val of {trials} trials (slot {selected.get('slot', '?')}{score})"
     return f"{trials} trials; selection not recorded" if trials else "not recorded"
 
@@ -462,7 +465,8 @@ def _untuned(rows: list[dict]) -> str:
 def _tuned(rows: list[dict], trials: str) -> str:
     from .tuning import LEARNING_RATE, WEIGHT_DECAY
 
-    shared = any("head_lr" in r["hparams"] for r in rows)
+    # the shared space came with ±1% budgets, so with ``budget_params`` (a headless task has no head_lr)
+    shared = any("head_lr" in r["hparams"] or r.get("budget_params") is not None for r in rows)
     space = (f"one search space shared by every method (lr and head lr log-uniform in [{LEARNING_RATE[0]:g}, "
              f"{LEARNING_RATE[1]:g}], weight decay in [{WEIGHT_DECAY[0]:g}, {WEIGHT_DECAY[1]:g}]) plus each method's "
              f"own knobs, the first trial at the method's defaults" if shared
@@ -700,13 +704,13 @@ def _section(suite: str, backbone: str, rows: list[dict], reported: list[Reporte
 
 
 def render(store: Store, out_path: str | Path | None = None, *, against: str = AGAINST,
-           resamples: int = RESAMPLES) -> str:
+           resamples: int = RESAMPLES, notes: str | None = None) -> str:
     """The leaderboard's markdown; with ``out_path`` (where the markdown goes) its figures are
     written to ``figures/`` beside it and embedded with relative links. ``against`` names the
     method every row is compared with, paired (the "Δ vs" column); ``resamples`` is the number
-    of bootstrap resamples behind every interval."""
+    of bootstrap resamples behind every interval; ``notes`` (markdown) goes under the title as written."""
     records = most_tuned([r for r in store.records(status="ok") if r["phase"] == "final"])
-    out = ["# peftbench leaderboard", ""]
+    out = ["# peftbench leaderboard", ""] + ([notes.strip(), ""] if notes else [])
     if not records:
         return "\n".join(out + ["No finished runs in the store yet: run `peftbench run` first.", ""])
     out += ["Final runs only: each method tuned with the same number of trials, retrained with each seed and "

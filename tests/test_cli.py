@@ -53,6 +53,14 @@ def test_leaderboard_renders_the_store(finished_store, tmp_path, capsys):
     text = out.read_text()
     assert "## quick on tiny-dinov2" in text
     assert "| lora |" in text and "| linear |" in text and "digits" in text and "textures" in text
+    # notes go under the title as written; one that cannot be read is bad input, and the page stays
+    notes = tmp_path / "notes.md"
+    notes.write_text("## What the numbers say\n\nNothing yet.\n")
+    assert main(["leaderboard", "--store", finished_store, "--out", str(out), "--notes", str(notes)]) == 0
+    assert out.read_text().startswith("# peftbench leaderboard\n\n## What the numbers say\n\nNothing yet.\n\n")
+    before = out.read_text()
+    assert main(["leaderboard", "--store", finished_store, "--out", str(out), "--notes", str(tmp_path / "no")]) == 2
+    assert "cannot read --notes" in capsys.readouterr().err and out.read_text() == before
 
 
 def test_resume_repeats_nothing(finished_store, capsys):

@@ -207,11 +207,11 @@ def test_write_jsonl_sorts_and_writes_non_finite_numbers_as_null(tmp_path):
 def rendered(monkeypatch):
     """The ``against`` of every leaderboard render. A stand-in for the leaderboard's render (tested in
     test_leaderboard and, through the command line, in test_cli), with its signature
-    ``render(store, out_path, against=...)``: it draws a figure into figures/ beside the markdown, as
+    ``render(store, out_path, against=..., notes=...)``: it draws a figure into figures/ beside the markdown, as
     render does, and says how many final runs it saw."""
     seen = []
 
-    def render(store, out_path=None, *, against="lora"):
+    def render(store, out_path=None, *, against="lora", notes=None):
         seen.append(against)
         figures = Path(out_path).parent / "figures"
         figures.mkdir(exist_ok=True)
@@ -307,7 +307,7 @@ def test_results_jsonl_that_cannot_be_written_leaves_the_markdown_as_it_was(stor
 
 
 def test_a_render_that_fails_to_write_leaves_no_folder_behind(store, tmp_path, capsys, monkeypatch):
-    def render(store, out_path=None, *, against="lora"):
+    def render(store, out_path=None, *, against="lora", notes=None):
         (Path(out_path).parent / "figures").mkdir()
         raise PermissionError(13, "Permission denied")  # a figure that cannot be saved
 

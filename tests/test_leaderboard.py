@@ -224,13 +224,17 @@ def test_untuned_rows_say_so_with_each_methods_learning_rate_and_a_short_budget_
     assert "† cannot land within 1% of the budget" in text
 
 
-def test_tuned_rows_name_the_shared_search_space(vtab_store):
-    text = render(vtab_store)
-    assert "each method's lr searched a decade either side of its own default" in text  # no head_lr: older runs
-    vtab_store.add(record("quick", "digits", "", "lora", 0, 0.9,
-                          hparams={"lr": 2e-3, "weight_decay": 1e-4, "head_lr": 5e-3}))
-    text = render(vtab_store).split("## quick")[1]
+def test_tuned_rows_name_the_shared_search_space(store_path):
+    store = Store(store_path)
+    store.add(record("vtab", "dtd", "natural", "lora", 0, 0.6, budget_params=None))  # before ±1% budgets
+    assert "each method's lr searched a decade either side of its own default" in render(store)
+    store.add(record("quick", "digits", "", "lora", 0, 0.9,
+                     hparams={"lr": 2e-3, "weight_decay": 1e-4, "head_lr": 5e-3}))
+    text = render(store).split("## quick")[1]
     assert "one search space shared by every method (lr and head lr log-uniform in [1e-05, 0.1]" in text
+    # a task without a head has no head lr: its budget says the protocol
+    store.add(record("hmoe", "shared", "hmoe", "lora", 0, 0.001, metric="mse", backbone="hmoe-attention"))
+    assert "one search space shared by every method" in render(store).split("## hmoe")[1]
 
 
 # --- intervals, paired comparisons, significance, chance ------------------------------------------
