@@ -29,7 +29,7 @@ def timed_sweep(workers: str | None, tmp: Path, extra: list[str]) -> dict:
     if workers is not None:
         argv += ["--workers", workers]
     start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    printed = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True).stdout
     wall = time.perf_counter() - start
     records = Store(str(store)).records()
     parts = defaultdict(float)
@@ -43,6 +43,7 @@ def timed_sweep(workers: str | None, tmp: Path, extra: list[str]) -> dict:
         "test_accuracy": {f"{r['task']} {r['method']} seed {r['seed']}": r["test_metric"]
                           for r in records if r["phase"] == "final"},
         "commit": records[0]["env"].get("git_commit") if records else None,
+        "printed": printed,  # what the command printed on standard output: its table of runs
     }
 
 

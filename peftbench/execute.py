@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 import torch
 
+from . import tuning
 from .artifacts import save_trained
 from .budget import one_line
 from .contracts import Probe, check_count, trainable
@@ -24,7 +25,6 @@ from .merging import merged_copy
 from .outcomes import encode
 from .plan import Unit, first_n
 from .records import RunRecord, Status
-from . import tuning
 from .compute import device, precision
 from .train import TrainConfig
 
