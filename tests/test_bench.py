@@ -249,3 +249,15 @@ def test_the_reference_is_timed_in_fp32_and_bf16_where_the_hardware_has_bf16(vit
     assert p["fp32_step_s"] == statistics.median(p["times"]["fp32"])
     expected = statistics.median(b / f for b, f in zip(p["times"]["bf16"], p["times"]["fp32"]))
     assert p["bf16_vs_fp32"] == pytest.approx(expected)
+
+
+def test_the_overhead_run_and_the_loader_read_a_task_from_its_data_root(tmp_path):
+    from conftest import make_vtab
+
+    make_vtab(tmp_path, name="patch_camelyon", classes=2, sizes=(8, 4, 6))
+    result = bench.run_bench("tiny-vit", methods="lora", image_size=32, batch_size=4, steps=1, warmup=0,
+                             run_task="vtab/patch_camelyon", run_options=f"--epochs 1 --data-root {tmp_path}",
+                             log=lambda _: None)
+    assert "error" not in result["run_overhead"] and result["run_overhead"]["eval_examples"] == 6
+    feed = result["loader"]
+    assert feed["task"] == "vtab/patch_camelyon" and feed["workers"] == 0 and feed["samples_per_s"] > 0  # files, on a CPU

@@ -70,13 +70,13 @@ def _eval_batch_size() -> int:
     return inspect.signature(evaluate).parameters["batch_size"].default
 
 
-def _eval_examples(task_id: str, record: RunRecord, backbone) -> int:
+def _eval_examples(task_id: str, record: RunRecord, backbone, data_root: str | None) -> int:
     """Examples the run evaluated: its test split, and its validation split when it scored one."""
     from ..plan import suites
     from ..task import resolve_tasks
 
     [(_, task)] = resolve_tasks(task_id, suites())
-    splits = task.load(record.settings["image_size"], backbone.mean, backbone.std, None)
+    splits = task.load(record.settings["image_size"], backbone.mean, backbone.std, data_root)
     cap = record.settings.get("max_eval_examples")
     scored = [splits.test] + ([splits.val] if record.val_metric is not None else [])
     return sum(min(len(s), cap or len(s)) for s in scored)
@@ -126,7 +126,7 @@ def measure_run(backbone, reference: Contender, workload: Workload, dev: torch.d
              for k, v in asdict(options).items() if v != getattr(RunOptions, k, None)}
     epochs, batch = record.settings["epochs"], record.settings["batch_size"]
     n_train = round(record.train_seconds * record.train_samples_per_s / epochs)
-    n_eval = _eval_examples(task, record, backbone)
+    n_eval = _eval_examples(task, record, backbone, extra.get("data_root"))
     train_steps = epochs * math.ceil(n_train / batch)
     eval_batch = _eval_batch_size()
     eval_batches = None  # a language model's evaluation batches are the workload's own
