@@ -260,4 +260,5 @@ def test_the_overhead_run_and_the_loader_read_a_task_from_its_data_root(tmp_path
                              log=lambda _: None)
     assert "error" not in result["run_overhead"] and result["run_overhead"]["eval_examples"] == 6
     feed = result["loader"]
-    assert feed["task"] == "vtab/patch_camelyon" and feed["workers"] == 0 and feed["samples_per_s"] > 0  # files, on a CPU
+    # image files, decoded in the training process on a CPU
+    assert feed["task"] == "vtab/patch_camelyon" and feed["workers"] == 0 and feed["samples_per_s"] > 0
