@@ -8,6 +8,7 @@ killed and resumed sweeps) are left out by ``make test-fast``; ``make test`` run
 import functools
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -50,8 +51,11 @@ def start_cli():
     started = []
 
     def start(*args: str) -> subprocess.Popen:
+        # Ctrl-C reaches the command as in a terminal, even where the tests run in the background
+        # (a shell starts background jobs with SIGINT ignored, and the child would inherit that)
         started.append(subprocess.Popen([sys.executable, "-m", "peftbench.cli", *args], env=cli_env(),
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)))
         return started[-1]
 
     yield start
