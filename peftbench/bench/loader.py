@@ -14,11 +14,9 @@ def measure_loader(task_id: str, backbone, batch_size: int, train_samples_per_s:
     import torch
 
     from ..loading import loader, loader_workers
-    from ..plan import suites
-    from ..task import resolve_tasks
+    from .overhead import task_splits
 
-    [(_, task)] = resolve_tasks(task_id, suites())
-    train = task.load(backbone.image_size or None, backbone.mean, backbone.std, data_root).train
+    train = task_splits(task_id, backbone.image_size or None, backbone, data_root).train
     workers = loader_workers(train)
     batches = min(batches, -(-len(train) // batch_size))
     feed = iter(loader(train, batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)))

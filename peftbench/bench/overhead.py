@@ -70,13 +70,18 @@ def _eval_batch_size() -> int:
     return inspect.signature(evaluate).parameters["batch_size"].default
 
 
-def _eval_examples(task_id: str, record: RunRecord, backbone, data_root: str | None) -> int:
-    """Examples the run evaluated: its test split, and its validation split when it scored one."""
+def task_splits(task_id: str, image_size: int | None, backbone, data_root: str | None):
+    """A task's splits, loaded as a run of it on ``backbone`` loads them."""
     from ..plan import suites
     from ..task import resolve_tasks
 
     [(_, task)] = resolve_tasks(task_id, suites())
-    splits = task.load(record.settings["image_size"], backbone.mean, backbone.std, data_root)
+    return task.load(image_size, backbone.mean, backbone.std, data_root)
+
+
+def _eval_examples(task_id: str, record: RunRecord, backbone, data_root: str | None) -> int:
+    """Examples the run evaluated: its test split, and its validation split when it scored one."""
+    splits = task_splits(task_id, record.settings["image_size"], backbone, data_root)
     cap = record.settings.get("max_eval_examples")
     scored = [splits.test] + ([splits.val] if record.val_metric is not None else [])
     return sum(min(len(s), cap or len(s)) for s in scored)
