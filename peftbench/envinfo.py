@@ -42,6 +42,19 @@ def machine() -> dict:
     return {"cores": os.cpu_count(), "memory_gib": round(memory) if memory else None, "system": platform.system()}
 
 
+def cpu_name() -> str:
+    """The processor's model and the vector instructions torch uses on it: two CPUs of one
+    architecture and core count can differ several-fold in speed (AVX2 against AVX-512 with AMX)."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            names = (line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+            model = next(names, model)
+    except OSError:
+        pass
+    return f"cpu ({model}, {torch.backends.cpu.get_cpu_capability()})"
+
+
 def _version(name: str) -> str | None:
     try:
         return version(name)
@@ -64,8 +77,7 @@ def git_commit() -> str | None:
 
 
 def environment() -> dict:
-    cpu = f"cpu ({platform.processor() or platform.machine()})"
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu_name()
     return {
         "packages": {name: _version(name) for name in PACKAGES},
         "python": platform.python_version(),
