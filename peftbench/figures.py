@@ -138,11 +138,18 @@ def pareto(lines: list[Line], axis: Axis, title: str, path: Path, interval: str 
     return figure
 
 
+def _count_labels(counts: dict[float, int]) -> FuncFormatter:
+    """Labels a fraction's tick with the examples recorded at the nearest fraction run."""
+    def label(fraction, _):
+        return f"{counts[min(counts, key=lambda run: abs(run - fraction))]:,}"
+    return FuncFormatter(label)
+
+
 def fractions(panels: dict[str, list[Line]], axis: Axis, title: str, path: Path,
-              examples: dict[str, int] | None = None, interval: str = "95% interval") -> Figure:
+              examples: dict[str, dict[float, int]] | None = None, interval: str = "95% interval") -> Figure:
     """One panel per entry of ``panels`` (task or suite mean), one line per method (and budget):
     the mean and a band for its interval against the fraction of the training split (log x).
-    ``examples`` gives a panel's full training-set size, for a second axis in examples."""
+    ``examples`` gives a panel's training examples at each fraction, for a second axis."""
     figure = Figure(figsize=(5.2 * len(panels) + 1.8, 4.4), layout="constrained")
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     s = axis.scale
@@ -169,11 +176,11 @@ def fractions(panels: dict[str, list[Line]], axis: Axis, title: str, path: Path,
         ax.set_ylabel(axis.label)
         ax.set_title(name, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        total = (examples or {}).get(name)
-        if total:
-            top = ax.secondary_xaxis("top", functions=(lambda f, n=total: f * n, lambda k, n=total: k / n))
-            top.xaxis.set_major_locator(FixedLocator([f * total for f in ticks]))
-            top.xaxis.set_major_formatter(FuncFormatter(lambda k, _: f"{k:,.0f}"))
+        counts = (examples or {}).get(name)
+        if counts:
+            top = ax.secondary_xaxis("top")
+            top.xaxis.set_major_locator(FixedLocator([f for f in ticks if f in counts]))
+            top.xaxis.set_major_formatter(_count_labels(counts))
             top.xaxis.set_minor_locator(NullLocator())
             top.set_xlabel("training examples", fontsize=8)
     handles = {}  # one legend for the figure: each label once, from whichever panel has it

@@ -587,15 +587,16 @@ def _pareto(rows: list[dict], cols: Columns, stats: Intervals, title: str, path:
     return True
 
 
-def _examples(rows: list[dict]) -> dict[str, int]:
-    """Full training-set size per task, where the runs recorded how many examples they trained on."""
-    sizes = {}
-    for task in {r["task"] for r in rows}:
-        counts = [r["details"].get("train_examples") / _fraction(r) for r in rows
-                  if r["task"] == task and (r["details"] or {}).get("train_examples")]
-        if counts:
-            sizes[task] = round(statistics.median(counts))
-    return sizes
+def _examples(rows: list[dict]) -> dict[str, dict[float, int]]:
+    """Per task and fraction, how many examples its final runs trained on, as they recorded it
+    (a fraction is taken per class, so it is not always the fraction times the split's size)."""
+    counts: dict[str, dict[float, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        n = (r["details"] or {}).get("train_examples")
+        if n:
+            counts[r["task"]][_fraction(r)].append(n)
+    return {task: {f: round(statistics.median(ns)) for f, ns in by_fraction.items()}
+            for task, by_fraction in counts.items()}
 
 
 def _fractions(rows: list[dict], cols: Columns, by_examples: bool, resamples: int, known: dict[float, Intervals],
@@ -623,13 +624,14 @@ def _fractions(rows: list[dict], cols: Columns, by_examples: bool, resamples: in
 
 
 def _fraction_table(judged: dict[str, dict[float, Judged]], keys: list[Key], labels: dict[Key, str],
-                    fractions: list[float], metric: str | None, examples: dict[str, int]) -> list[str]:
+                    fractions: list[float], metric: str | None, examples: dict[str, dict[float, int]]
+                    ) -> list[str]:
     table = []
     for panel, columns in judged.items():
-        n = examples.get(panel)
-        if n:
+        counts = examples.get(panel)
+        if counts:
             table.append({"task": panel, "method": "*training examples*",
-                          **{fmt_fraction(f): f"{round(f * n):,}" for f in fractions}})
+                          **{fmt_fraction(f): f"{counts[f]:,}" if f in counts else "-" for f in fractions}})
         for key in sorted(keys, key=labels.get):
             if any(key in columns[f].intervals for f in columns):
                 table.append({"task": panel, "method": labels[key],

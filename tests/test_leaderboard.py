@@ -178,7 +178,7 @@ def test_lower_is_better_bolds_the_minimum_and_the_fraction_curves(store_path, t
                 for task, factor in (("shared", 1.0), ("independent", 1.5)):
                     store.add(record("hmoe", task, "hmoe", method, seed, value * factor * (1 + 0.1 * seed),
                                      metric="mse", backbone="hmoe-attention", trainable=1024, fraction=fraction,
-                                     details={"train_examples": round(16384 * fraction)}))
+                                     details={"train_examples": round(16384 * fraction) + 3}))  # as recorded, not f x n
     out = tmp_path / "README.md"
     text = render(store, out)
     rows = table_rows(text, "hmoe on hmoe-attention")
@@ -192,7 +192,7 @@ def test_lower_is_better_bolds_the_minimum_and_the_fraction_curves(store_path, t
     fractions = [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()
                  if line.startswith("| ")]
     assert fractions[0] == ["task", "method", "25%", "50%", "100%"]
-    assert ["shared", "*training examples*", "4,096", "8,192", "16,384"] in fractions
+    assert ["shared", "*training examples*", "4,099", "8,195", "16,387"] in fractions
     shared_hora = next(r for r in fractions if r[:2] == ["shared", "hora"])
     shared_lora = next(r for r in fractions if r[:2] == ["shared", "lora"])
     assert shared_hora[2].startswith("**0.0525") and shared_lora[3].startswith("**0.021")
