@@ -567,10 +567,48 @@ def _point(x: float, interval: Interval) -> figures.Point:
     return figures.Point(x, interval.estimate, interval.low, interval.high)
 
 
+def _curve_tasks(rows: list[dict], cols: Columns) -> list[str]:
+    """The tasks every sized row ran: all of the suite's, or fewer where some budgets ran only some
+    tasks (a budget curve on one task); the Pareto figure and the budget table average these."""
+    sized = frame(rows).query("not fixed")
+    ran = [set(tasks) for tasks in sized.groupby(["method", "budget"])["task"].unique()]
+    common = set.intersection(*ran) if ran else set(cols.tasks)
+    return [t for t in cols.tasks if t in common] or cols.tasks
+
+
+def _curve_weights(rows: list[dict], cols: Columns) -> tuple[dict[str, float] | None, str]:
+    """Task weights of the budget comparisons (None: tasks of different metrics) and their label."""
+    tasks = _curve_tasks(rows, cols)
+    if tasks == cols.tasks:
+        what = f"mean over {len(tasks)} tasks" if len(tasks) > 1 else tasks[0]
+        return cols.weights()[cols.summary], what
+    weights = {t: 1 / len(tasks) for t in tasks} if cols.suite_metric is not None else None
+    return weights, tasks[0] if len(tasks) == 1 else f"mean over {', '.join(tasks)}"
+
+
+def _budget_table(rows: list[dict], cols: Columns, stats: Intervals, against: str) -> list[str]:
+    """Every method at every budget over the tasks all budgets ran, with its paired difference from
+    ``against`` at the same budget: the main table's mean and Δ need every task of the suite."""
+    weights, what = _curve_weights(rows, cols)
+    if weights is None:
+        return []
+    sized = frame(rows).query("not fixed").groupby(["method", "budget"])["trainable"].mean()
+    delta_name = f"Δ vs {against}"
+    table = []
+    for (method, budget), trainable in sorted(sized.items(), key=lambda item: (item[0][0], item[1])):
+        found = stats.interval((method, budget), weights)
+        diff = stats.paired((method, budget), (against, budget), weights) if method != against else None
+        table.append({"method": method, "budget": budget, "trainable": fmt_count(trainable),
+                      f"{what}: test {cols.suite_metric}": fmt_interval(found, cols.suite_metric) if found else "-",
+                      delta_name: "reference" if method == against else
+                      fmt_delta(diff, cols.suite_metric, cols.suite_higher) if diff else "-"})
+    return tables.markdown(pd.DataFrame(table)).splitlines()
+
+
 def _pareto(rows: list[dict], cols: Columns, stats: Intervals, title: str, path: Path, interval: str) -> bool:
     """One line per method through its budgets; a fixed-size method is one point (its first budget).
     False where there is nothing to draw (a mean over tasks of different metrics)."""
-    weights = cols.weights()[cols.summary]
+    weights, what = _curve_weights(rows, cols)
     if weights is None:
         return False
     df = frame(rows)
@@ -582,8 +620,7 @@ def _pareto(rows: list[dict], cols: Columns, stats: Intervals, title: str, path:
         if found is not None:
             points[method].append(_point(group["trainable"].mean(), found))
     lines = [figures.Line(method, method, sorted(pts, key=lambda p: p.x)) for method, pts in points.items()]
-    what = f"mean over {len(cols.tasks)} tasks:" if len(cols.tasks) > 1 else f"{cols.tasks[0]}:"
-    figures.pareto(lines, _axis(cols, what), title, path, interval)
+    figures.pareto(lines, _axis(cols, what + ":"), title, path, interval)
     return True
 
 
@@ -685,6 +722,11 @@ def _section(suite: str, backbone: str, rows: list[dict], reported: list[Reporte
                                       f"against trainable parameters", figures_dir / name, interval):
             out += [f"![{suite} on {backbone}: test {cols.suite_metric} against trainable parameters]"
                     f"({figures_dir.name}/{name})", ""]
+    if len(_budgets(rows)) > 1 and _curve_tasks(main, cols) != cols.tasks:
+        out += [f"### {suite} on {backbone}: budgets", "",
+                f"Every method at every budget, on the tasks every budget ran; mean over seeds ± half its "
+                f"{interval}, and Δ against `{against}` at the same budget, paired as above.", ""]
+        out += _budget_table(main, cols, stats, against) + [""]
     if len({_fraction(r) for r in rows}) > 1:
         fcols = Columns(rows)
         judged, keys, labels, fractions = _fractions(rows, fcols, by_examples, resamples,

@@ -427,6 +427,36 @@ def test_a_method_has_one_colour_in_every_figure(tmp_path):
     assert colour_of(pareto, "adapter") == figures.color("adapter") != figures.color("hora")
 
 
+def test_a_budget_curve_on_one_task_of_a_suite_is_drawn_and_tabled_on_that_task(store_path, tmp_path, monkeypatch):
+    store = Store(store_path)
+    n = 400
+    order = np.arange(n)
+    for task in ("digits", "textures"):  # the default budget on both tasks
+        for method, right in (("lora", 300), ("hora", 320)):
+            add(store, "quick", task, method, 0, hits(n, right, order), seeds=1)
+    for budget, scale in (("lora:r=2", 2), ("lora:r=32", 32)):  # further budgets on digits only
+        for method, right in (("lora", 280 + scale), ("hora", 240 + scale)):
+            add(store, "quick", "digits", method, 0, hits(n, right, order), budget=budget, seeds=1,
+                trainable=18_432 * scale)
+    drawn = {}
+    original = figures.pareto
+
+    def spy(lines, axis, *args, **kwargs):
+        drawn.update({line.method: line for line in lines}, label=axis.label)
+        return original(lines, axis, *args, **kwargs)
+
+    monkeypatch.setattr(figures, "pareto", spy)
+    text = render(store, tmp_path / "README.md")
+    assert drawn["label"].startswith("digits:")  # the task every budget ran, not the suite mean
+    assert [round(p.mean, 4) for p in drawn["hora"].points] == [242 / n, 320 / n, 272 / n]
+    assert "### quick on dinov2-s: budgets" in text
+    rows = table_rows(text, "quick on dinov2-s: budgets")
+    assert rows[0][3] == "digits: test accuracy" and rows[0][4] == "Δ vs lora"
+    deltas = {row[1]: row[4] for row in rows[1:] if row[0] == "hora"}
+    assert deltas["lora:r=2"].startswith("-10.0 [") and deltas["lora:r=2"].endswith("worse")
+    assert deltas["lora:r=8"].startswith("+5.0 [") and deltas["lora:r=8"].endswith("better")
+
+
 def test_pareto_draws_one_line_per_method_through_its_budgets(store_path, tmp_path, monkeypatch):
     store = Store(store_path)
     n = 400
