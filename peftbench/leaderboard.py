@@ -303,11 +303,7 @@ def _table(rows: list[dict], reported: list[Reported], cols: Columns, stats: Int
         row = {"method": method + (" †" if res["short"] else ""), "budget": "-" if res["fixed"] else budget}
         row.update({name: j.cell(key, cols.metric_of(i)) for i, (name, j) in enumerate(zip(cols.names(), judged))})
         if has_reference:
-            if method == against:
-                row[delta_name] = "reference"
-            else:
-                diff = stats.paired(key, (against, budget), summary)
-                row[delta_name] = fmt_delta(diff, cols.suite_metric, cols.suite_higher) if diff else "-"
+            row[delta_name] = _delta_cell(key, against, stats, summary, cols)
         table.append(row)
         train = res["train"]
         other_values.append([res["trainable"], train or None, res["evals"], res["peak"]])
@@ -324,6 +320,15 @@ def _table(rows: list[dict], reported: list[Reported], cols: Columns, stats: Int
              "chance": any(any(j.at_chance.values()) for j in judged), "delta": has_reference,
              "short": bool(resources["short"].any())}
     return tables.markdown(out.fillna("")).splitlines(), notes
+
+
+def _delta_cell(key: Key, against: str, stats: Intervals, weights: dict[str, float], cols: Columns) -> str:
+    """The row's paired difference from ``against`` at the same budget, as the Δ column shows it."""
+    method, budget = key
+    if method == against:
+        return "reference"
+    diff = stats.paired(key, (against, budget), weights)
+    return fmt_delta(diff, cols.suite_metric, cols.suite_higher) if diff else "-"
 
 
 def _share(res: pd.Series) -> str:
@@ -593,15 +598,12 @@ def _budget_table(rows: list[dict], cols: Columns, stats: Intervals, against: st
     if weights is None:
         return []
     sized = frame(rows).query("not fixed").groupby(["method", "budget"])["trainable"].mean()
-    delta_name = f"Δ vs {against}"
     table = []
     for (method, budget), trainable in sorted(sized.items(), key=lambda item: (item[0][0], item[1])):
         found = stats.interval((method, budget), weights)
-        diff = stats.paired((method, budget), (against, budget), weights) if method != against else None
         table.append({"method": method, "budget": budget, "trainable": fmt_count(trainable),
                       f"{what}: test {cols.suite_metric}": fmt_interval(found, cols.suite_metric) if found else "-",
-                      delta_name: "reference" if method == against else
-                      fmt_delta(diff, cols.suite_metric, cols.suite_higher) if diff else "-"})
+                      f"Δ vs {against}": _delta_cell((method, budget), against, stats, weights, cols)})
     return tables.markdown(pd.DataFrame(table)).splitlines()
 
 
