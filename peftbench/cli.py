@@ -122,8 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "final run) and figures/ go beside it (default: leaderboard/README.md beside a "
                             f"SQLite store, else {DEFAULT_OUT}/leaderboard/README.md)")
     board.add_argument("--against", default="lora", help="the method every other is compared with (default lora)")
-    board.add_argument("--notes", help="a markdown file placed under the page's title, as written: what the "
-                                       "numbers say, what the page leaves out and why")
+    board.add_argument("--notes", help="a markdown file placed under the page's title: what the numbers say, what "
+                                       "the page leaves out and why; its {{claims}} are filled from the store and "
+                                       "checked (peftbench.notes), and one that no longer holds stops generation")
 
     export = sub.add_parser("export", help="write the store's runs as JSON Lines or CSV, one record per run")
     export.add_argument("--store", help=f"results store (default {DEFAULT_OUT}/results.db)")
@@ -362,6 +363,7 @@ def _read_notes(path: str | None) -> str | None:
 def cmd_leaderboard(args) -> int:
     from .export import write_jsonl
     from .leaderboard import render
+    from .notes import fill
     from .store import Store, beside
 
     location = args.store or str(Path(DEFAULT_OUT) / "results.db")
@@ -372,6 +374,8 @@ def cmd_leaderboard(args) -> int:
     _not_a_folder(out, results)
     notes = _read_notes(args.notes)
     store = Store(location, create=False)
+    if notes:
+        notes = fill(notes, store, args.against)  # before anything is written: a failed claim stops here
     created = _make_folder(out.parent, out)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import statistics
 import time
 import traceback
 import uuid
@@ -74,12 +75,43 @@ class Context:
 
 
 def execute(unit: Unit, seed: int, hparams: dict, train_data, context: Context, val=None, test=None,
-            trial: optuna.Trial | None = None, details: dict | None = None) -> RunRecord:
+            trial: optuna.Trial | None = None, details: dict | None = None, seeds: int = 1) -> RunRecord:
     """Train on ``train_data``; score ``val`` after every epoch (reporting to ``trial``, which may
-    prune) and ``test`` once at the end."""
-    cell = unit.cell
+    prune) and ``test`` once at the end.
+
+    With ``seeds`` > 1 (a tuning trial under a recipe's ``tune_seeds``) the run trains seeds
+    ``seed``, ..., ``seed + seeds - 1`` in turn: the first reports to ``trial`` (pruning acts on
+    its curve, which ``details["val_curve"]`` keeps), the others only score val at their end;
+    the val score is the mean of the seeds', which ``details["val_per_seed"]`` keeps."""
     run_id = uuid.uuid4().hex
     found = Measured(details={"train_examples": len(train_data), **(details or {})})
+    _one_seed(unit, seed, hparams, train_data, val, test, trial, context, run_id, found)
+    if seeds > 1 and found.status is Status.OK:
+        per_seed = [found.val_metric]
+        for extra in range(1, seeds):
+            more = Measured()
+            _one_seed(unit, seed + extra, hparams, train_data, val, test, None, context, run_id, more)
+            spent = found.details.setdefault("seconds", {})
+            for part, seconds in more.details.get("seconds", {}).items():
+                spent[part] = round(spent.get(part, 0.0) + seconds, 4)
+            if more.status is not Status.OK:  # the trial fails with the seed that failed
+                found.status, found.traceback = more.status, more.traceback
+                found.error = f"seed {seed + extra}: {more.error}"
+                break
+            per_seed.append(more.val_metric)
+            found.train_seconds += more.train_seconds  # the trial's training: every seed's
+            if more.peak_memory_mb is not None:
+                found.peak_memory_mb = max(found.peak_memory_mb or 0.0, more.peak_memory_mb)
+        else:
+            found.val_metric = statistics.fmean(per_seed)
+            found.details["val_seeds"] = list(range(seed, seed + seeds))
+            found.details["val_per_seed"] = per_seed
+    return _record(unit, seed, hparams, context, run_id, found)
+
+
+def _one_seed(unit, seed, hparams, train_data, val, test, trial, context, run_id, found: Measured) -> None:
+    """One training run with ``seed``, its outcome and measurements in ``found``."""
+    cell = unit.cell
     curve = []
     try:
         with precision(cell.recipe.precision):
@@ -98,7 +130,6 @@ def execute(unit: Unit, seed: int, hparams: dict, train_data, context: Context, 
     if curve:
         found.val_metric = curve[-1].metric
         found.details["val_curve"] = [score.metric for score in curve]
-    return _record(unit, seed, hparams, context, run_id, found)
 
 
 def _train_and_score(cell, phase, seed, hparams, train_data, val, test, trial, context, run_id, found, curve):

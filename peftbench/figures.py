@@ -192,3 +192,40 @@ def fractions(panels: dict[str, list[Line]], axis: Axis, title: str, path: Path,
     figure.suptitle(_wrapped(title, figure), fontsize=11)
     _save(figure, path)
     return figure
+
+
+def profiles(taus, shares: dict[str, tuple[str, object]], axis: Axis, title: str, path: Path) -> Figure:
+    """Performance profiles (Agarwal et al. 2021): per method, the share of its runs (every seed of
+    every task) scoring better than each threshold. ``shares``: label -> (method, shares)."""
+    figure = Figure(figsize=(8.4, 4.6), layout="constrained")
+    ax = figure.add_subplot()
+    s = axis.scale
+    for label, (method, share) in sorted(shares.items()):
+        ax.plot([t * s for t in taus], share, color=color(method), label=label)
+    if axis.lower_is_better:
+        ax.set_xscale("log")
+    ax.set_xlabel(axis.label)
+    ax.set_ylabel(f"share of runs {'below' if axis.lower_is_better else 'above'} the threshold")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, which="both", alpha=0.3)
+    figure.legend(loc="outside right upper", fontsize=8)
+    figure.suptitle(_wrapped(title, figure), fontsize=11)
+    _save(figure, path)
+    return figure
+
+
+def convergence(lines: list[Line], title: str, path: Path) -> Figure:
+    """Per method, the share of its studies whose final winner has been found by each trial."""
+    figure = Figure(figsize=(8.4, 4.2), layout="constrained")
+    ax = figure.add_subplot()
+    for line in sorted(lines, key=lambda line: line.label):
+        ax.plot([p.x for p in line.points], [p.mean for p in line.points], marker="o", color=color(line.method),
+                label=line.label)
+    ax.set_xlabel("trials run (the first: the method's defaults)")
+    ax.set_ylabel("share of studies with their winner found")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, alpha=0.3)
+    figure.legend(loc="outside right upper", fontsize=8)
+    figure.suptitle(_wrapped(title, figure), fontsize=11)
+    _save(figure, path)
+    return figure

@@ -24,6 +24,9 @@ class Recipe:
     eval_mode: str = "loglik"  # language tasks: how answers are scored
     trials: int = 10  # Optuna trials per task and method; 0 runs the methods' defaults
     seeds: int = 3  # final runs per task and method
+    #: seeds per tuning trial, whose val scores' mean is the trial's: more than 1 where the val
+    #: score's seed-to-seed noise exceeds the margins between trials (hmoe)
+    tune_seeds: int = 1
     targets: tuple[str, ...] | None = None  # the modules every method adapts; None: the backbone family's
     epoch_samples: int | None = None  # draw at least this many examples per epoch (small fractions)
     precision: str = "auto"  # fp32, bf16 autocast, or auto (bf16 where the hardware has it); recorded resolved
@@ -48,7 +51,7 @@ class Recipe:
         def bad(name: str, why: str) -> UsageError:
             return UsageError(f"suite '{suite}': {name} {getattr(self, name)!r} {why}")
 
-        for name in ("epochs", "batch_size", "max_length", "seeds"):
+        for name in ("epochs", "batch_size", "max_length", "seeds", "tune_seeds"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise bad(name, "must be a positive whole number")
@@ -70,8 +73,12 @@ class Recipe:
         return replace(self, targets=tuple(roles), precision=precision)
 
     def settings(self) -> dict:
-        """As records and study names keep it: plain JSON values."""
+        """As records and study names keep it: plain JSON values, with the tuning protocol they
+        ran under (``tuning.PROTOCOL``; records without it ran under protocol 1)."""
+        from .tuning import PROTOCOL  # optuna is heavy: imported where settings are written
+
         out = asdict(self)
         out["targets"] = list(self.targets) if self.targets is not None else None
         out["overrides"] = list(self.overrides)
+        out["protocol"] = PROTOCOL
         return out

@@ -21,7 +21,9 @@ from .store import Store
 
 #: how long a worker waits before looking again at units other workers hold
 POLL_SECONDS = 2.0
-TUNE_SEED = 0  # every trial sees the same initialisation and data order: only the configuration differs
+#: every trial sees the same initialisations and data orders: only the configuration differs. A
+#: recipe's ``tune_seeds`` of k trains each trial with seeds TUNE_SEED, ..., TUNE_SEED + k - 1.
+TUNE_SEED = 0
 
 
 class Scheduler:
@@ -103,7 +105,8 @@ class Scheduler:
         """Open (or continue) the cell's study, with every recorded trial told: a worker that died,
         or one that wrote its record a moment ago, may not have told it yet."""
         if cell.study not in self._studies:
-            self._studies[cell.study] = tuning.open_study(self.store.url, cell.study, cell.task.higher_is_better)
+            self._studies[cell.study] = tuning.open_study(self.store.url, cell.study, cell.task.higher_is_better,
+                                                             cell.recipe.trials)
         study = self._studies[cell.study]
         running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         for record in self.tune_records(cell):
@@ -120,7 +123,8 @@ class Scheduler:
         hparams = tuning.search_space(cell.method, trial, cell.has_head)
         train = nested_subset(splits.train, cell.fraction)
         return execute(unit, TUNE_SEED, hparams, train, context, val=splits.val, trial=trial,
-                       details={"study": cell.study, "slot": unit.index, "trial": trial.number})
+                       details={"study": cell.study, "slot": unit.index, "trial": trial.number},
+                       seeds=cell.recipe.tune_seeds)
 
     def final(self, unit: Unit, context: Context) -> RunRecord:
         """The best configuration on val (the defaults without trials), on train+val, tested once."""
@@ -135,6 +139,8 @@ class Scheduler:
             hparams = chosen["hparams"]
             selected = {"by": "val", "study": cell.study, "slot": chosen["details"]["slot"],
                         "val_metric": chosen["val_metric"]}
+            if "val_per_seed" in chosen["details"]:
+                selected["val_per_seed"] = chosen["details"]["val_per_seed"]
         trainval = nested_subset(splits.trainval, cell.fraction)
         return execute(unit, unit.index, hparams, trainval, context, test=splits.test,
                        details={"selected": selected})

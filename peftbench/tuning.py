@@ -1,7 +1,9 @@
 """Optuna studies: one per (task, method, budget, backbone, settings), kept in the results store.
 
 Every method gets the same number of trials, each trained on train and scored on val after
-every epoch (a median pruner stops the hopeless ones). A trial's configuration depends only on
+every epoch (a median pruner stops the hopeless ones, once half of the study's trials have
+completed), and, where the recipe's ``tune_seeds`` asks, with several seeds whose mean val score
+is the trial's. A trial's configuration depends only on
 the study's seed, its slot and the slots before it, which it waits for where it could see them
 (``independent``), so a resumed sweep, or one shared by any number of workers, samples and
 prunes what one uninterrupted worker would.
@@ -11,10 +13,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable
 import json
-
+import math
 import warnings
+from collections.abc import Callable
 
 import optuna
 from optuna.trial import TrialState
@@ -32,9 +34,21 @@ LEARNING_RATE = (1e-5, 1e-1)
 WEIGHT_DECAY = (1e-6, 1e-1)
 #: The classifier head's learning rate: its own, the same default for every method, tuned alike.
 HEAD_LR = 1e-3
-#: The median pruner compares a trial's val score after an epoch with the finished trials' there,
-#: once this many trials have finished, and never after the first epoch.
+#: The median pruner compares a trial's val score after an epoch with the completed trials' there,
+#: once at least this many trials have completed (and half the study's: ``prune_startup``), and
+#: never after the first epoch.
 PRUNE_STARTUP_TRIALS, PRUNE_WARMUP_EPOCHS = 2, 1
+#: The tuning protocol every run records in ``settings["protocol"]`` (records without it: 1).
+#: 2: the pruner waits for half the study's trials to complete; a trial may train several seeds
+#: (the recipe's ``tune_seeds``) and its val score is their mean.
+PROTOCOL = 2
+
+
+def prune_startup(trials: int) -> int:
+    """How many trials of a study of ``trials`` must have completed (not been pruned or failed)
+    before the pruner may stop one: half of them, at least ``PRUNE_STARTUP_TRIALS``. With fewer,
+    a method whose first trials are unlucky is left with too few finished ones to choose from."""
+    return max(PRUNE_STARTUP_TRIALS, math.ceil(trials / 2))
 
 
 def defaults(method: Method, head: bool) -> dict:
@@ -101,7 +115,7 @@ def study_name(task: str, method: str, budget: str, backbone: str, fraction: flo
 def may_prune(trials: int, epoch: int) -> bool:
     """Whether a val score after ``epoch`` (from 0) can prune any trial of a study of ``trials``:
     where none can, only the last epoch needs scoring."""
-    return trials > PRUNE_STARTUP_TRIALS and epoch >= PRUNE_WARMUP_EPOCHS
+    return trials > prune_startup(trials) and epoch >= PRUNE_WARMUP_EPOCHS
 
 
 @functools.cache
@@ -111,11 +125,14 @@ def storage(url: str) -> optuna.storages.RDBStorage:
     return retrying(lambda: optuna.storages.RDBStorage(url, engine_kwargs=kwargs))
 
 
-def open_study(store_url: str, name: str, higher_is_better: bool) -> optuna.Study:
+def open_study(store_url: str, name: str, higher_is_better: bool, trials: int) -> optuna.Study:
+    """The study of a sweep of ``trials`` trials; its pruner waits for ``prune_startup(trials)``
+    completed trials (Optuna's ``n_startup_trials`` counts completed ones only)."""
     return optuna.create_study(
         storage=storage(store_url), study_name=name, load_if_exists=True,
         direction="maximize" if higher_is_better else "minimize",
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=PRUNE_WARMUP_EPOCHS),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=prune_startup(trials),
+                                           n_warmup_steps=PRUNE_WARMUP_EPOCHS),
     )
 
 
@@ -134,9 +151,10 @@ def random_slots(trials: int) -> int:
 
 def independent(slot: int, trials: int) -> bool:
     """Whether a slot's trial is the same whatever other slots have finished: it samples at random
-    (or takes the defaults) and no pruning can act yet. Any other slot must wait for the slots
-    before it, so that a sweep run by any number of workers samples and prunes as one would."""
-    return slot < min(random_slots(trials), PRUNE_STARTUP_TRIALS)
+    (or takes the defaults) and no pruning can act yet (fewer slots come before it than the
+    pruner waits for). Any other slot must wait for the slots before it, so that a sweep run by
+    any number of workers samples and prunes as one would."""
+    return slot < min(random_slots(trials), prune_startup(trials))
 
 
 def first_trial(method: Method, head: bool) -> dict:

@@ -16,7 +16,6 @@ from peftbench import figures
 from peftbench.leaderboard import render
 from peftbench.outcomes import encode
 from peftbench.reference import published
-from peftbench.stats import Intervals
 from peftbench.store import Store
 
 ENV = {"packages": {"peftbench": "0.1.0", "torch": "2.14.1", "peft": "0.21.2"}, "python": "3.11.7",
@@ -41,9 +40,9 @@ def record(suite, task, group, method, seed, metric_value, *, metric="accuracy",
 
 
 def table_rows(text, section, which=0):
-    """The lines of one section's ``which``-th table (0: the results, 1: the hyper-parameters), as
-    lists of cells."""
-    block = text.split(f"## {section}")[1].split("\n## ")[0]
+    """The lines of the ``which``-th table under the heading ``section`` (``## suite on backbone``, or
+    a subsection, ``### suite on backbone: paired differences from lora``), as lists of cells."""
+    block = re.split(r"\n##+ ", text.split(f"# {section}\n")[1])[0]
     found = re.findall(r"(?:^\|.*\n?)+", block, flags=re.M)[which]
     return [[c.strip() for c in line.strip("|").split("|")] for line in found.splitlines()
             if line.startswith("| ")]
@@ -51,7 +50,7 @@ def table_rows(text, section, which=0):
 
 def estimate(cell):
     """The mean a cell shows, without its marks and interval."""
-    return cell.replace("**", "").replace("≈ ", "").split(" ±")[0].split(" (")[0]
+    return cell.replace("**", "").split(" ±")[0].split(" (")[0]
 
 
 def hits(n, k, order):
@@ -85,14 +84,14 @@ def vtab_store(store_path):
 
 
 def test_vtab_table_group_means_bold_and_reference_rows(vtab_store, tmp_path):
-    """Records without per-example outcomes (before schema 4): intervals over seeds only, said so."""
+    """Seed-level intervals; bold where no other row is better after correction; the paired
+    differences in their own table; reference rows below a rule."""
     out = tmp_path / "board" / "README.md"
     text = render(vtab_store, out)
     rows = table_rows(text, "vtab on dinov2-s")
     header = rows[0]
     assert header[:8] == ["method", "budget", "cifar", "dtd", "eurosat", "kitti", "natural mean", "specialized mean"]
-    assert header[8:13] == ["structured mean", "mean (4 tasks)", "mean of groups", "Δ vs lora",
-                            "trainable (% of budget)"]
+    assert header[8:12] == ["structured mean", "mean (4 tasks)", "mean of groups", "trainable (% of budget)"]
     hora, lora = rows[1], rows[2]
     assert hora[0] == "hora" and lora[0] == "lora"
     # two seeds a point apart: Student t with 1 degree of freedom, t(0.975, 1) = 12.706
@@ -107,24 +106,30 @@ def test_vtab_table_group_means_bold_and_reference_rows(vtab_store, tmp_path):
     assert lora[3].startswith("**60.5") and not hora[3].startswith("**")
     assert hora[9].startswith("**") and hora[10].startswith("**")
     # paired with lora, seed by seed: hora's mean is 2 points higher at both seeds
-    assert hora[11] == "+2.0 [+2.0, +2.0] better" and lora[11] == "reference"
+    deltas = table_rows(text, "vtab on dinov2-s: paired differences from lora")
+    assert deltas[0][:3] == ["method", "budget", "cifar"] and deltas[0][-1] == "mean of groups"
+    assert deltas[1][0] == "hora" and deltas[1][9] == "+2.0 [+2.0, +2.0] better"
+    assert deltas[1][3] == "-4.0 [-4.0, -4.0] worse"  # dtd
+    assert deltas[2][0] == "*minimum detectable effect*" and len(deltas) == 3  # lora itself: no row
+    assert "**Family**: the 9 differences of this table, Holm-corrected" in text
     # fewer trainable parameters and more samples/s are better
-    assert lora[12] == "**0.147M (100.0%)**" and hora[12] == "0.149M (101.0%)"  # % of the budget
-    assert lora[13] == "**80**" and hora[13] == "70"
-    assert lora[14] == hora[14] == "250"  # every row equal: no best to bold
-    assert "Student-t interval over seeds only" in text and "from before schema version 4" in text
+    assert lora[11] == "**0.147M (100.0%)**" and hora[11] == "0.149M (101.0%)"  # % of the budget
+    assert lora[12] == "**80**" and hora[12] == "70"
+    assert lora[13] == hora[13] == "250"  # every row equal: no best to bold
+    assert "95% Student-t interval over seeds" in text
     # reference rows: below the rule row, labelled with their source, never bold
     rule = next(i for i, row in enumerate(rows) if "reported in papers" in row[0])
     assert rule == 3
     reported = rows[rule + 1:]
     assert reported and all("reported (" in row[0] for row in reported)
-    assert not any("**" in cell or "≈" in cell for row in reported for cell in row)
+    assert not any("**" in cell for row in reported for cell in row)
     lora_paper = next(row for row in reported if row[0].startswith("LoRA"))
     assert lora_paper[2] == "67.1" and "V-PETL Bench" in lora_paper[0] and "on ViT-B/16 (IN-21k)" in lora_paper[0]
-    assert lora_paper[11] == "-" and lora_paper[12] == "0.29M"
-    # the Pareto figure is written beside the markdown and embedded by a relative link
-    assert (out.parent / "figures" / "vtab-dinov2-s-pareto.png").stat().st_size > 10_000
-    assert "](figures/vtab-dinov2-s-pareto.png)" in text
+    assert lora_paper[11] == "0.29M"
+    # the figures are written beside the markdown and embedded by relative links
+    for kind in ("pareto", "profiles"):
+        assert (out.parent / "figures" / f"vtab-dinov2-s-{kind}.png").stat().st_size > 10_000
+        assert f"](figures/vtab-dinov2-s-{kind}.png)" in text
 
 
 def test_header_states_backbone_budget_trials_seeds_commit_and_versions(vtab_store):
@@ -153,7 +158,8 @@ def test_header_states_each_command_with_its_wall_time_and_the_machine(store_pat
             "until its last run here)") in header
     assert "`peftbench run --methods lora --tasks quick --resume` (started 2026-12-02T10:00:00+00:00, 30 min" in header
     assert "1 run(s) recorded without their command" in header
-    assert "**Machine** cpu (x86_64), 1 torch thread(s) per worker; cpu (x86_64), 2 cores, 24 GiB memory" in header
+    assert ("**Machine** cpu (x86_64: model and vector ISA not recorded), 1 torch thread(s) per worker; "
+            "cpu (x86_64: model and vector ISA not recorded), 2 cores, 24 GiB memory") in header
 
 
 def test_header_states_a_cut_recipe_and_slow_rates_keep_a_decimal(store_path):
@@ -220,7 +226,7 @@ def test_untuned_rows_say_so_with_each_methods_learning_rate_and_a_short_budget_
     text = render(store)
     assert "**untuned**" in text and "lr hora 0.003, lora 0.001; head lr 0.001 for every method" in text
     rows = table_rows(text, "quick on dinov2-s")
-    assert rows[1][0] == "hora †" and rows[1][5] == "**0.140M (94.9%)**"
+    assert rows[1][0] == "hora †" and rows[1][3] == "**0.140M (94.9%)**"
     assert "† cannot land within 1% of the budget" in text
 
 
@@ -239,103 +245,67 @@ def test_tuned_rows_name_the_shared_search_space(store_path):
 
 # --- intervals, paired comparisons, significance, chance ------------------------------------------
 
-def test_bootstrap_half_width_matches_the_normal_approximation_on_a_large_test_set():
-    n, p = 20_000, 0.7
-    right = hits(n, int(p * n), np.random.default_rng(0).permutation(n))
-    runs = {"lora": {"digits": {0: (p, right)}}}
-    found = Intervals(runs, by_examples=True).interval("lora", {"digits": 1.0})
-    normal = 1.96 * math.sqrt(p * (1 - p) / n)  # one seed: only the test examples vary
-    assert found.estimate == pytest.approx(p)
-    assert found.half_width == pytest.approx(normal, rel=0.1)
-    assert found.low < p < found.high
-    # a fixed generator: the same runs give the same interval, so the page is reproducible
-    assert Intervals(runs, by_examples=True).interval("lora", {"digits": 1.0}) == found
-
-
-def test_bootstrap_resamples_the_seeds():
-    """Two seeds, one right on every example and one wrong on every one: a quarter of the
-    resamples draw seed 0 twice (mean 1), a quarter seed 1 twice (mean 0), so the 95% interval is
-    exactly [0, 1]; the examples add nothing (every draw of them gives the same mean)."""
-    n = 500
-    runs = {"a": {"t": {0: (1.0, np.ones(n, dtype=bool)), 1: (0.0, np.zeros(n, dtype=bool))}}}
-    found = Intervals(runs, by_examples=True).interval("a", {"t": 1.0})
-    assert (found.estimate, found.low, found.high) == (0.5, 0.0, 1.0)
-
-
-def test_paired_difference_counts_only_the_examples_where_the_two_differ():
-    n = 4_000
-    order = np.random.default_rng(1).permutation(n)
-    base, better = hits(n, 2_400, order), hits(n, 2_600, order)  # right on a superset: +5 points
-    runs = {"lora": {"t": {0: (0.60, base)}}, "hora": {"t": {0: (0.65, better)}}}
-    stats = Intervals(runs, by_examples=True)
-    diff = stats.paired("hora", "lora", {"t": 1.0})
-    # the per-example difference is 1 on 5% of the examples, 0 elsewhere
-    assert diff.estimate == pytest.approx(0.05) and diff.above(0) and diff.excludes(0)
-    assert diff.half_width == pytest.approx(1.96 * math.sqrt(0.05 * 0.95 / n), rel=0.15)
-    reverse = stats.paired("lora", "hora", {"t": 1.0})
-    assert reverse.below(0) and reverse.low == pytest.approx(-diff.high) and reverse.high == pytest.approx(-diff.low)
-    # pairing removes the examples both get right or wrong: narrower than either row's own interval
-    assert diff.half_width < stats.interval("lora", {"t": 1.0}).half_width
-
-
-def test_bold_goes_to_a_significantly_better_best_and_ties_are_marked(store_path):
+def test_bold_marks_every_row_no_other_row_beats_after_correction(store_path):
     n = 3_000
     orders = [np.random.default_rng(seed).permutation(n) for seed in (0, 1)]
     apart, close = Store(store_path), Store(store_path.replace(".db", "-close.db"))
     for seed, order in enumerate(orders):
         lora = hits(n, 2_100, order)
         add(apart, "quick", "digits", "lora", seed, lora)
-        add(apart, "quick", "digits", "hora", seed, hits(n, 2_400, order))  # 10 points more, same examples
+        add(apart, "quick", "digits", "hora", seed, hits(n, 2_400 + 30 * seed, order))  # 10 and 11 points more
         add(close, "quick", "digits", "lora", seed, lora)
-        nearly = lora.copy()
-        nearly[order[[2_100, 2_101]]] = True  # two examples more right, one less
-        nearly[order[0]] = False
-        add(close, "quick", "digits", "hora", seed, nearly)
-    rows = table_rows(render(apart), "quick on dinov2-s")
+        add(close, "quick", "digits", "hora", seed, hits(n, 2_100 + (1 if seed else -1), order))  # ± one example
+    text = render(apart)
+    rows = table_rows(text, "quick on dinov2-s")
     hora, lora = rows[1], rows[2]
-    assert hora[2].startswith("**80.0 ± ") and hora[3].startswith("**80.0 ± ") and "≈" not in hora[2]
-    assert lora[2].startswith("70.0 ± ") and "**" not in lora[2] + lora[3]
-    assert hora[4].startswith("+10.0 [+") and hora[4].endswith("better")
+    assert rows[0][2:4] == ["digits", "trainable (% of budget)"]  # one task: no mean column
+    assert hora[2].startswith("**80.5 ± ") and lora[2].startswith("70.0 ± ") and "**" not in lora[2]
+    deltas = table_rows(text, "quick on dinov2-s: paired differences from lora")
+    assert deltas[1][2].startswith("+10.5 [+") and deltas[1][2].endswith("better")
     text = render(close)
     rows = table_rows(text, "quick on dinov2-s")
     hora, lora = rows[1], rows[2]
     assert estimate(hora[2]) == "70.0" and estimate(lora[2]) == "70.0"
-    assert hora[2].startswith("≈ ") and lora[2].startswith("≈ ")  # no single best
-    assert not any("**" in cell for row in rows[1:] for cell in row[2:4])
-    assert not hora[4].endswith(("better", "worse"))  # the interval of +0.0 includes 0
-    assert "bootstrap, 1,000 resamples" in text and "≈: no single best" in text
+    assert hora[2].startswith("**") and lora[2].startswith("**")  # neither beats the other: both bold
+    deltas = table_rows(text, "quick on dinov2-s: paired differences from lora")
+    assert re.fullmatch(r"\+0\.0 \[-\d+\.\d, \+\d+\.\d\], no difference above ±\d+\.\d detectable", deltas[1][2])
+    assert "≈" not in text and "tied" not in text
 
 
 def test_a_row_at_chance_is_marked_and_never_bold(store_path):
     n = 1_000
     order = np.random.default_rng(2).permutation(n)
     store = Store(store_path)
-    add(store, "quick", "digits", "lora", 0, hits(n, 800, order), seeds=1)
-    add(store, "quick", "digits", "vera", 0, hits(n, 112, order), seeds=1)  # above 10%, but not clearly
-    add(store, "quick", "digits", "linear", 0, hits(n, 100, order), seeds=1, trainable=0, size={})
+    for seed in (0, 1):
+        add(store, "quick", "digits", "lora", seed, hits(n, 800 + seed, order))
+        add(store, "quick", "digits", "vera", seed, hits(n, 112 if seed else 96, order))  # around 10%
+        add(store, "quick", "digits", "linear", seed, hits(n, 100, order), trainable=0, size={})
     text = render(store)
     rows = {row[0]: row for row in table_rows(text, "quick on dinov2-s")[1:]}
+    # the only row above chance is bold: it is the best, and nothing else is a contender
     assert rows["lora"][2].startswith("**80.0") and "(chance)" not in rows["lora"][2]
     for method in ("vera", "linear"):
-        assert rows[method][2].endswith("(chance)") and "**" not in rows[method][2] and "≈" not in rows[method][2]
+        assert rows[method][2].endswith("(chance)") and "**" not in rows[method][2]
     assert "1/classes (digits 10.0%)" in text
-    # the best row itself at chance: no bold and no tie anywhere
+    # the best row itself at chance: no bold anywhere
     only_chance = Store(store_path.replace(".db", "-chance.db"))
-    add(only_chance, "quick", "digits", "vera", 0, hits(n, 112, order), seeds=1)
-    add(only_chance, "quick", "digits", "linear", 0, hits(n, 100, order), seeds=1, trainable=0, size={})
+    for seed in (0, 1):
+        add(only_chance, "quick", "digits", "vera", seed, hits(n, 112 if seed else 96, order))
+        add(only_chance, "quick", "digits", "linear", seed, hits(n, 100, order), trainable=0, size={})
     rows = table_rows(render(only_chance), "quick on dinov2-s")[1:]
-    assert all(row[2].endswith("(chance)") and "**" not in row[2] and "≈" not in row[2] for row in rows)
+    assert all(row[2].endswith("(chance)") and "**" not in row[2] for row in rows)
 
 
 def test_regression_rows_no_better_than_the_untrained_model_are_marked(store_path):
     rng = np.random.default_rng(3)
     base = rng.exponential(1.0, 4096).astype(np.float32)  # the frozen student's squared errors
     store = Store(store_path)
-    hmoe = {"metric": "mse", "backbone": "hmoe-attention", "seeds": 1}
-    for method, errors in {"linear": base, "lora": base * 0.01,
-                           "vera": base * rng.uniform(0.98, 1.02, 4096).astype(np.float32)}.items():
-        fixed = {"trainable": 0, "size": {}, "head_params": 0} if method == "linear" else {}
-        add(store, "hmoe", "shared", method, 0, errors, **hmoe, **fixed)
+    hmoe = {"metric": "mse", "backbone": "hmoe-attention"}
+    for seed in (0, 1):
+        for method, errors in {"linear": base, "lora": base * (0.01 + 0.001 * seed),
+                               "vera": base * (1.01 if seed else 0.99)}.items():
+            fixed = {"trainable": 0, "size": {}, "head_params": 0} if method == "linear" else {}
+            add(store, "hmoe", "shared", method, seed, errors, **hmoe, **fixed)
     text = render(store)
     rows = {row[0]: row for row in table_rows(text, "hmoe on hmoe-attention")[1:]}
     assert rows["lora"][2].startswith("**") and "(chance)" not in rows["lora"][2]
@@ -343,24 +313,24 @@ def test_regression_rows_no_better_than_the_untrained_model_are_marked(store_pat
     assert "no better than the untrained model" in text
 
 
-def test_against_names_the_reference_of_the_paired_column(vtab_store):
-    rows = table_rows(render(vtab_store, against="hora"), "vtab on dinov2-s")
-    assert rows[0][11] == "Δ vs hora" and rows[1][11] == "reference" and rows[2][11] == "-2.0 [-2.0, -2.0] worse"
+def test_against_names_the_reference_of_the_paired_table(vtab_store):
+    text = render(vtab_store, against="hora")
+    rows = table_rows(text, "vtab on dinov2-s: paired differences from hora")
+    assert rows[1][0] == "lora" and rows[1][9] == "-2.0 [-2.0, -2.0] worse"
     text = render(vtab_store, against="nope")
-    assert "Δ vs" not in table_rows(text, "vtab on dinov2-s")[0] and "No `nope` rows here" in text
+    assert "No `nope` rows here: no paired differences" in text
 
 
-def test_records_with_and_without_outcomes_fall_back_to_seeds_and_say_so(store_path):
+def test_one_seed_gives_no_interval_and_no_verdict(store_path):
     store = Store(store_path)
-    n = 200
-    order = np.arange(n)
-    for seed in (0, 1):
-        add(store, "quick", "digits", "lora", seed, hits(n, 150 + seed, order))
-        store.add(record("quick", "digits", "natural", "hora", seed, 0.8))  # an old record: no outcomes
+    order = np.arange(200)
+    add(store, "quick", "digits", "lora", 0, hits(200, 150, order), seeds=1)
+    store.add(record("quick", "digits", "natural", "hora", 0, 0.8, seeds=1))  # an old record: no outcomes
     text = render(store)
-    assert "Student-t interval over seeds only" in text and "bootstrap" not in text.split("## quick")[1]
     rows = table_rows(text, "quick on dinov2-s")
-    assert estimate(rows[1][2]) == "80.0" and estimate(rows[2][2]) == "75.2"
+    assert rows[1][2] == "80.0" and rows[2][2] == "75.0"  # means alone, nothing bold
+    deltas = table_rows(text, "quick on dinov2-s: paired differences from lora")
+    assert deltas[1][2] == "+5.0 (1 seed: no test)" and deltas[2][2] == "-"
 
 
 # --- the hyper-parameters of the final runs -------------------------------------------------------
@@ -380,7 +350,7 @@ def test_hyperparameters_of_the_final_runs_and_what_selected_them(store_path):
                      hparams={"lr": 1e-3, "weight_decay": 1e-4, "head_lr": 1e-3, "hidden": 32},
                      details={"selected": {"by": "defaults"}}))
     text = render(store)
-    rows = table_rows(text, "quick on dinov2-s", which=1)
+    rows = table_rows(text, "quick on dinov2-s: hyper-parameters")
     assert rows[0] == ["method", "budget", "tasks", "size", "lr", "head lr", "weight decay", "method's own",
                        "trials", "selected by"]
     assert ["hora", "lora:r=8", "digits", "r=13, hidden=31", "0.003", "0.001", "0.0001", "hidden=32", "0",
@@ -431,13 +401,14 @@ def test_a_budget_curve_on_one_task_of_a_suite_is_drawn_and_tabled_on_that_task(
     store = Store(store_path)
     n = 400
     order = np.arange(n)
-    for task in ("digits", "textures"):  # the default budget on both tasks
-        for method, right in (("lora", 300), ("hora", 320)):
-            add(store, "quick", task, method, 0, hits(n, right, order), seeds=1)
-    for budget, scale in (("lora:r=2", 2), ("lora:r=32", 32)):  # further budgets on digits only
-        for method, right in (("lora", 280 + scale), ("hora", 240 + scale)):
-            add(store, "quick", "digits", method, 0, hits(n, right, order), budget=budget, seeds=1,
-                trainable=18_432 * scale)
+    for seed in (0, 1):  # hora one example more at seed 1
+        for task in ("digits", "textures"):  # the default budget on both tasks
+            for method, right in (("lora", 300), ("hora", 320 + seed)):
+                add(store, "quick", task, method, seed, hits(n, right, order))
+        for budget, scale in (("lora:r=2", 2), ("lora:r=32", 32)):  # further budgets on digits only
+            for method, right in (("lora", 280 + scale), ("hora", 240 + scale + seed)):
+                add(store, "quick", "digits", method, seed, hits(n, right, order), budget=budget,
+                    trainable=18_432 * scale)
     drawn = {}
     original = figures.pareto
 
@@ -448,24 +419,26 @@ def test_a_budget_curve_on_one_task_of_a_suite_is_drawn_and_tabled_on_that_task(
     monkeypatch.setattr(figures, "pareto", spy)
     text = render(store, tmp_path / "README.md")
     assert drawn["label"].startswith("digits:")  # the task every budget ran, not the suite mean
-    assert [round(p.mean, 4) for p in drawn["hora"].points] == [242 / n, 320 / n, 272 / n]
+    assert [p.mean for p in drawn["hora"].points] == pytest.approx([242.5 / n, 320.5 / n, 272.5 / n])
     assert "### quick on dinov2-s: budgets" in text
     rows = table_rows(text, "quick on dinov2-s: budgets")
     assert rows[0][3] == "digits: test accuracy" and rows[0][4] == "Δ vs lora"
+    assert "Family: the 3 paired differences of this table, Holm-corrected" in text
     deltas = {row[1]: row[4] for row in rows[1:] if row[0] == "hora"}
-    assert deltas["lora:r=2"].startswith("-10.0 [") and deltas["lora:r=2"].endswith("worse")
-    assert deltas["lora:r=8"].startswith("+5.0 [") and deltas["lora:r=8"].endswith("better")
+    assert deltas["lora:r=2"].startswith("-9.9 [") and deltas["lora:r=2"].endswith("worse")
+    assert deltas["lora:r=8"].startswith("+5.1 [") and deltas["lora:r=8"].endswith("better")
 
 
 def test_pareto_draws_one_line_per_method_through_its_budgets(store_path, tmp_path, monkeypatch):
     store = Store(store_path)
     n = 400
     order = np.arange(n)
-    for budget, scale in (("lora:r=4", 1), ("lora:r=16", 4)):
-        for method in ("lora", "hora"):
-            add(store, "quick", "digits", method, 0, hits(n, 300 + 10 * scale, order), budget=budget, seeds=1,
-                trainable=36_864 * scale + (1_000 if method == "hora" else 0))
-        add(store, "quick", "digits", "linear", 0, hits(n, 250, order), budget=budget, seeds=1, trainable=0, size={})
+    for seed in (0, 1):
+        for budget, scale in (("lora:r=4", 1), ("lora:r=16", 4)):
+            for method in ("lora", "hora"):
+                add(store, "quick", "digits", method, seed, hits(n, 300 + 10 * scale + seed, order), budget=budget,
+                    trainable=36_864 * scale + (1_000 if method == "hora" else 0))
+            add(store, "quick", "digits", "linear", seed, hits(n, 250, order), budget=budget, trainable=0, size={})
     drawn = {}
     original = figures.pareto
 
@@ -479,7 +452,65 @@ def test_pareto_draws_one_line_per_method_through_its_budgets(store_path, tmp_pa
     assert [p.x for p in drawn["lora"].points] == [36_864, 4 * 36_864]  # both budgets, one line
     assert len(drawn["hora"].points) == 2 and len(drawn["linear"].points) == 1  # fixed size: one point
     assert all(p.low < p.mean < p.high for p in drawn["lora"].points)  # error bars from the intervals
-    rows = table_rows(text, "quick on dinov2-s")
+    rows = table_rows(text, "quick on dinov2-s: paired differences from lora")
     # each budget's row compared with lora at the same budget
-    assert {row[1]: row[4] for row in rows[1:] if row[0] == "hora"} == {
-        "lora:r=16": "+0.0 [+0.0, +0.0]", "lora:r=4": "+0.0 [+0.0, +0.0]"}
+    assert {row[1]: row[2] for row in rows[1:] if row[0] == "hora"} == {
+        # the seeds agree exactly: the test takes their spread as one test example (0.25 points)
+        "lora:r=16": "+0.0 [-2.2, +2.2], no difference above ±11.5 detectable",
+        "lora:r=4": "+0.0 [-2.2, +2.2], no difference above ±11.5 detectable"}
+
+
+def test_a_sample_efficiency_curve_on_some_tasks_is_drawn_per_task(store_path, tmp_path, monkeypatch):
+    """Five tasks at full data, one of them also at smaller fractions: its own panel, not the suite
+    mean (which exists at 100% only)."""
+    store = Store(store_path)
+    for task in ("a", "b", "c", "d", "e"):
+        for seed in (0, 1):
+            for method in ("lora", "hora"):
+                store.add(record("vtab-lite", task, "", method, seed, 0.8 + 0.01 * seed))
+    for fraction in (0.1, 0.5):
+        for seed in (0, 1):
+            for method in ("lora", "hora"):
+                store.add(record("vtab-lite", "c", "", method, seed, 0.5 + fraction / 2 + 0.01 * seed,
+                                 fraction=fraction))
+    drawn = {}
+    original = figures.fractions
+
+    def spy(panels, *args, **kwargs):
+        drawn.update(panels)
+        return original(panels, *args, **kwargs)
+
+    monkeypatch.setattr(figures, "fractions", spy)
+    text = render(store, tmp_path / "README.md")
+    assert list(drawn) == ["c"] and len(drawn["c"]) == 2
+    assert [p.x for p in drawn["c"][0].points] == [0.1, 0.5, 1.0]
+    assert "](figures/vtab-lite-dinov2-s-fractions.png)" in text
+
+
+def test_finals_of_a_newer_tuning_protocol_supersede_older_ones(store_path):
+    store = Store(store_path)
+    for seed in (0, 1):
+        store.add(record("quick", "digits", "", "lora", seed, 0.5))  # protocol 1 (not recorded)
+        store.add(record("quick", "digits", "", "lora", seed, 0.9,
+                         settings={**record("quick", "digits", "", "lora", 0, 0)["settings"], "protocol": 2}))
+    text = render(store)
+    assert estimate(table_rows(text, "quick on dinov2-s")[1][2]) == "90.0"
+    assert "**Tuning** (protocol 2, docs/protocol.md)" in text
+
+
+def test_provenance_per_row_where_it_differs_and_the_generating_commit(store_path):
+    store = Store(store_path)
+    newer = {**ENV, "git_commit": "fedcba987654", "packages": {**ENV["packages"], "optuna": "5.1.0"},
+             "device": "cpu (AMD EPYC, AVX2)"}
+    older = {**ENV, "packages": {**ENV["packages"], "optuna": "5.0.0"}}
+    for seed in (0, 1):
+        store.add(record("quick", "digits", "", "lora", seed, 0.9, env=older))
+        store.add(record("quick", "textures", "", "lora", seed, 0.9, env=newer))
+    text = render(store)
+    assert re.search(r"Generated by peftbench at commit [0-9a-f]{12} \(the last commit that changed its code\)", text)
+    assert "optuna 5.0.0 / 5.1.0" in text  # the header names every version, not the last record's
+    rows = table_rows(text, "quick on dinov2-s: hyper-parameters")
+    assert rows[0][-3:] == ["commit", "versions", "machine"]
+    assert rows[1][2] == "digits" and rows[1][-3:] == ["abc123def456", "optuna 5.0.0",
+                                                       "cpu (x86_64: model and vector ISA not recorded)"]
+    assert rows[2][2] == "textures" and rows[2][-3:] == ["fedcba987654", "optuna 5.1.0", "cpu (AMD EPYC, AVX2)"]

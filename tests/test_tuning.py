@@ -126,7 +126,7 @@ def test_intermediate_epochs_are_scored_only_where_the_median_pruner_can_act():
     assert not any(tuning.may_prune(2, epoch) for epoch in range(5))
     # more trials: every epoch but the first, which the pruner's warm-up ignores
     assert [tuning.may_prune(8, epoch) for epoch in range(3)] == [False, True, True]
-    pruner = tuning.open_study("sqlite://", "s", True).pruner
+    pruner = tuning.open_study("sqlite://", "s", True, trials=3).pruner
     assert (pruner._n_startup_trials, pruner._n_warmup_steps) == (tuning.PRUNE_STARTUP_TRIALS,
                                                                   tuning.PRUNE_WARMUP_EPOCHS)
 
@@ -225,3 +225,92 @@ def test_a_default_outside_the_space_is_left_to_the_sampler():
     trial = tuning.ask(study, "s", 0, trials=2, fixed=tuning.first_trial(NoDecay(), head=True))
     hparams = tuning.search_space(NoDecay(), trial, True)
     assert hparams["lr"] == 1e-3 and tuning.WEIGHT_DECAY[0] <= hparams["weight_decay"] <= tuning.WEIGHT_DECAY[1]
+
+
+# ---- protocol 2: a floor of completed trials, several seeds per trial, the protocol recorded ------
+
+def test_the_pruner_waits_until_half_the_study_s_trials_have_completed():
+    assert [tuning.prune_startup(n) for n in (1, 2, 3, 4, 5, 8, 9, 20)] == [2, 2, 2, 2, 3, 4, 5, 10]
+    study = tuning.open_study("sqlite://", "floor-of-8", higher_is_better=True, trials=8)
+    assert study.pruner._n_startup_trials == 4
+
+    def trial_at(value):
+        trial = study.ask()
+        trial.report(value, 1)  # after the second epoch: past the warm-up
+        return trial
+
+    for value in (0.9, 0.8, 0.85):
+        study.tell(trial_at(value), value)
+    hopeless = trial_at(0.01)
+    assert not hopeless.should_prune()  # three completed of eight: the old protocol pruned it here
+    study.tell(hopeless, 0.01)
+    assert trial_at(0.01).should_prune()  # four completed: the pruner may act
+
+
+def test_a_sweep_shared_by_workers_waits_where_the_floor_lets_pruning_act():
+    # eight trials: four random slots, and no pruning before four completed trials, so the first
+    # four slots run in any order and the others wait for the slots before them
+    assert [tuning.independent(slot, 8) for slot in range(8)] == [True] * 4 + [False] * 4
+    assert [tuning.independent(slot, 3) for slot in range(3)] == [True, False, False]
+    assert [tuning.independent(slot, 20) for slot in range(12)] == [True] * 10 + [False] * 2
+
+
+def test_every_run_records_the_tuning_protocol_and_it_names_new_studies():
+    from peftbench.recipe import Recipe
+
+    settings = Recipe().settings()
+    assert tuning.PROTOCOL == 2 and settings["protocol"] == 2 and settings["tune_seeds"] == 1
+    old = {k: v for k, v in settings.items() if k not in ("protocol", "tune_seeds")}  # a protocol-1 record's
+    assert tuning.study_name("t", "m", "b", "bb", 1.0, settings) != tuning.study_name("t", "m", "b", "bb", 1.0, old)
+
+
+def test_tune_seeds_is_a_positive_recipe_setting_and_hmoe_tunes_on_three():
+    from peftbench.errors import UsageError
+    from peftbench.recipe import Recipe
+    from tasks.hmoe import HMOE
+
+    assert Recipe.build("hmoe", HMOE.recipe, {}).tune_seeds == 3
+    with pytest.raises(UsageError, match="tune_seeds"):
+        Recipe.build("s", {"tune_seeds": 0}, {})
+
+
+@pytest.fixture(scope="module")
+def multi_seed(tmp_path_factory):
+    """hmoe (whose recipe tunes on 3 seeds), short: eight trials of lora on the smallest fraction."""
+    store = str(tmp_path_factory.mktemp("multi_seed") / "r.db")
+    assert main(["run", "--methods", "lora", "--tasks", "hmoe/shared", "--trials", "8", "--seeds", "1",
+                 "--epochs", "3", "--epoch-samples", "128", "--fractions", "0.00390625", "--store", store,
+                 "--no-progress"]) == 0
+    return Store(store).records()
+
+
+def test_a_trial_s_val_score_is_the_mean_over_its_tune_seeds_which_it_keeps(multi_seed):
+    import statistics
+
+    trials = [r for r in multi_seed if r["phase"] == "tune"]
+    assert len(trials) == 8
+    for r in trials:
+        assert r["settings"]["tune_seeds"] == 3 and r["settings"]["protocol"] == tuning.PROTOCOL
+        assert r["seed"] == 0
+        if r["status"] == "ok":
+            per_seed = r["details"]["val_per_seed"]
+            assert len(per_seed) == 3 and len(set(per_seed)) == 3  # three seeds, three scores
+            assert r["details"]["val_seeds"] == [0, 1, 2]
+            assert r["val_metric"] == statistics.fmean(per_seed)
+            assert per_seed[0] == r["details"]["val_curve"][-1]  # the first seed's curve is the one pruned on
+        else:
+            assert r["status"] == "pruned" and "val_per_seed" not in r["details"]
+    (final,) = [r for r in multi_seed if r["phase"] == "final"]
+    chosen = tuning.best(trials, higher_is_better=False)
+    assert final["details"]["selected"]["val_metric"] == chosen["val_metric"]
+    assert final["details"]["selected"]["val_per_seed"] == chosen["details"]["val_per_seed"]
+    assert final["settings"]["protocol"] == tuning.PROTOCOL
+
+
+def test_no_trial_of_a_sweep_is_pruned_before_half_the_trials_completed(multi_seed):
+    trials = sorted((r for r in multi_seed if r["phase"] == "tune"), key=lambda r: r["details"]["slot"])
+    completed = 0
+    for r in trials:
+        if r["status"] == "pruned":
+            assert completed >= tuning.prune_startup(8) == 4
+        completed += r["status"] == "ok"

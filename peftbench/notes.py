@@ -1,0 +1,185 @@
+"""The leaderboard's prose, with every number filled from the store: a notes file is markdown
+whose numbers are claims, ``{{kind suite/column method ...: expectation}}``, each replaced by the
+value the leaderboard computes and, where it states an expectation, checked against the verdict
+the page shows. A claim whose expectation no longer holds stops generation with a one-line error
+naming it, so prose and tables cannot drift apart.
+
+Claims (``@budget`` picks a row's budget where a method ran several; ``at F`` a data fraction):
+
+- ``{{score vtab-lite/mnist hora}}``: the row's mean (``: best`` / ``: not best``: whether it is
+  bold, no other row better after correction; ``: chance``: marked at chance)
+- ``{{interval vtab-lite/mean vera}}``: the mean ± half its 95% interval
+- ``{{delta vtab-lite/mean vera vs lora}}``: the paired difference and its 95% interval
+  (``: better`` / ``: worse`` / ``: no verdict``: the corrected verdict of the page's table)
+- ``{{mde vtab-lite/mean}}``: the column's minimum detectable effect, as its table states it
+- ``{{ratio hmoe/shared lora vs hora at 0.0039}}``: the first row's mean over the second's
+- ``{{seeds vtab-lite/mnist hora}}``: the row's score at each seed
+- ``{{family vtab-lite}}``: how many differences the paired table tests
+- ``{{defaults vtab-lite}}``: in how many of the section's studies the defaults won ("27 of 77")
+- ``{{machines vtab-lite}}``: how many machines (device and size) the section's runs ran on
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from functools import cached_property
+
+from . import tuning_report
+from .errors import UsageError
+from .formats import fmt_delta, fmt_interval, fmt_value
+from .judging import Columns, Deltas, Judged, fraction_of, frame, intervals, most_tuned, untrained
+from .store import Store
+
+CLAIM = re.compile(r"\{\{\s*(.+?)\s*\}\}")
+SYNTAX = re.compile(r"^(?P<kind>[a-z]+)\s+(?P<suite>[^\s/]+)(?:/(?P<column>\S+))?"
+                    r"(?:\s+(?P<method>[^\s@]+)(?:@(?P<budget>\S+))?)?"
+                    r"(?:\s+vs\s+(?P<other>[^\s@]+)(?:@(?P<other_budget>\S+))?)?"
+                    r"(?:\s+at\s+(?P<fraction>[0-9.e-]+))?"
+                    r"(?:\s*:\s*(?P<expect>[a-z ]+))?$")
+
+
+KINDS = ("score", "interval", "delta", "mde", "ratio", "seeds", "family", "defaults", "machines")
+
+
+class ClaimError(UsageError):
+    """A claim that cannot be read or no longer holds."""
+
+
+@dataclass
+class Section:
+    """One suite's final runs, judged as the page judges them."""
+
+    suite: str
+    rows: list[dict]
+    every_run: list[dict]
+    against: str
+
+    def at(self, fraction: float | None) -> list[dict]:
+        if fraction is None:
+            full = [r for r in self.rows if fraction_of(r) == 1.0]
+            return full or [r for r in self.rows if fraction_of(r) == max(fraction_of(r) for r in self.rows)]
+        found = [r for r in self.rows if math.isclose(fraction_of(r), fraction, rel_tol=1e-3)]
+        if not found:
+            raise KeyError(f"no final runs at fraction {fraction}")
+        return found
+
+    @cached_property
+    def deltas(self) -> tuple[Columns, Deltas]:
+        from .leaderboard import _complete
+
+        main = self.at(None)
+        cols, stats = Columns(main), intervals(main)
+        columns = [(w, cols.direction(i), cols.resolution(i, stats)) for i, w in enumerate(cols.weights())]
+        return cols, Deltas(stats, _complete(main, cols), self.against, columns)
+
+
+def _column(cols: Columns, name: str | None) -> int:
+    names = cols.names()
+    if name is None or name == "mean":
+        return cols.summary
+    if name in names:
+        return names.index(name)
+    raise KeyError(f"no column {name!r} (columns: {', '.join(names)})")
+
+
+def _key(rows: list[dict], method: str | None, budget: str | None, tasks=()) -> tuple[str, str]:
+    """The row of ``method`` (at ``budget``, or the one budget at which it ran every one of ``tasks``)."""
+    budgets = sorted({r["budget"] for r in rows if r["method"] == method})
+    if not budgets:
+        raise KeyError(f"no final runs of {method!r}")
+    if budget is None and len(budgets) > 1:
+        ran = [b for b in budgets
+               if set(tasks) <= {r["task"] for r in rows if (r["method"], r["budget"]) == (method, b)}]
+        budgets = ran if len(ran) == 1 else budgets
+    if budget is None:
+        if len(budgets) > 1:
+            raise KeyError(f"{method} ran at several budgets ({', '.join(budgets)}): name one with @")
+        budget = budgets[0]
+    if budget not in budgets:
+        raise KeyError(f"{method} did not run at budget {budget}")
+    return method, budget
+
+
+def _value(sections: dict[str, Section], claim: dict) -> tuple[str, str | None]:
+    """The claim's text, and the verdict its expectation is checked against (None: nothing to check)."""
+    kind, section = claim["kind"], sections.get(claim["suite"])
+    if kind not in KINDS:
+        raise KeyError(f"unknown kind of claim {kind!r} (kinds: {', '.join(KINDS)})")
+    if section is None:
+        raise KeyError(f"no suite {claim['suite']!r} in the store")
+    if kind == "family":
+        return str(section.deltas[1].family), None
+    if kind == "defaults":
+        used = {((r["details"] or {}).get("selected") or {}).get("study") for r in section.rows}
+        found = [s for s in tuning_report.studies(section.every_run) if s["study"] in used]
+        return f"{sum(s['defaults_won'] for s in found)} of {len(found)}", None
+    if kind == "machines":
+        return str(len({(r["env"] or {}).get("device") for r in section.every_run})), None
+    fraction = float(claim["fraction"]) if claim["fraction"] else None
+    rows = section.at(fraction)
+    cols, stats = Columns(rows), intervals(rows)
+    index = _column(cols, claim["column"])
+    metric, weights = cols.metric_of(index), cols.weights()[index]
+    if kind == "mde":
+        deltas = section.deltas[1]
+        return "±" + fmt_value(deltas.detectable[index], metric), None
+    key = _key(rows, claim["method"], claim["budget"], weights or ())
+    if kind in ("score", "interval", "seeds"):
+        judged = Judged(stats, sorted(stats.rows), weights, cols.direction(index), cols.chance(index),
+                        untrained(frame(rows)), cols.resolution(index, stats))
+        if key not in judged.intervals:
+            raise KeyError(f"{key[0]} has no score in column {cols.names()[index]}")
+        verdict = "chance" if judged.at_chance[key] else "best" if key in judged.best else "not best"
+        if kind == "seeds":
+            seeds = stats.seeds(key, weights)
+            return ", ".join(fmt_value(v, metric) for v in stats.scores(key, weights, seeds)), None
+        interval = judged.intervals[key]
+        return (fmt_value(interval.estimate, metric) if kind == "score" else fmt_interval(interval, metric)), verdict
+    other = _key(rows, claim["other"], claim["other_budget"] or (key[1] if kind == "delta" else None), weights or ())
+    if kind == "ratio":
+        a, b = stats.interval(key, weights), stats.interval(other, weights)
+        return f"{a.estimate / b.estimate:.2g}", None
+    if kind == "delta":
+        if fraction is not None or other[0] != section.against:
+            diff = stats.paired(key, other, weights, cols.resolution(index, stats))
+            return fmt_delta(diff, metric), None
+        cols, deltas = section.deltas
+        if (key, index) not in deltas.diffs:
+            raise KeyError(f"{key[0]} shares no seed with {other[0]} in column {cols.names()[index]}")
+        return fmt_delta(deltas.diffs[(key, index)], metric), deltas.verdict(key, index) or "no verdict"
+    raise AssertionError(kind)
+
+
+def fill(template: str, store: Store, against: str) -> str:
+    """The notes with every claim replaced by its value; ClaimError names the first claim that
+    cannot be read or whose expectation fails."""
+    records = most_tuned([r for r in store.records(status="ok") if r["phase"] == "final"])
+    by_suite: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_suite[r["suite"]].append(r)
+    every_run: dict[str, list[dict]] = defaultdict(list)
+    for r in store.records():
+        every_run[r["suite"]].append(r)
+    sections = {suite: Section(suite, rows, every_run[suite], against) for suite, rows in by_suite.items()}
+
+    def replace(match: re.Match) -> str:
+        text = match.group(1)
+        claim = SYNTAX.match(text)
+        if claim is None:
+            raise ClaimError(f"claim {{{{{text}}}}} is not of the form "
+                             f"'kind suite/column method[@budget] [vs method] [at fraction] [: expectation]'")
+        try:
+            value, verdict = _value(sections, claim.groupdict())
+        except KeyError as exc:
+            raise ClaimError(f"claim {{{{{text}}}}}: {exc.args[0]}") from None
+        expect = (claim["expect"] or "").strip()
+        if expect and expect != verdict:
+            raise ClaimError(f"claim {{{{{text}}}}} no longer holds: the leaderboard says "
+                             f"{verdict or 'nothing to check'} ({value})")
+        return value
+
+    return CLAIM.sub(replace, template)
+
