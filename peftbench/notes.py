@@ -12,6 +12,8 @@ Claims (``@budget`` picks a row's budget where a method ran several; ``at F`` a 
 - ``{{delta vtab-lite/mean vera vs lora}}``: the paired difference and its 95% interval
   (``: better`` / ``: worse`` / ``: no verdict``: the corrected verdict of the page's table)
 - ``{{mde vtab-lite/mean}}``: the column's minimum detectable effect, as its table states it
+- ``{{needed vtab-lite/mean 2}}``: how many seeds the column's paired tests would need to detect a
+  difference of 2 (points, for accuracy) with 80% power, at its spread and family size
 - ``{{ratio hmoe/shared lora vs hora at 0.0039}}``: the first row's mean over the second's
 - ``{{seeds vtab-lite/mnist hora}}``: the row's score at each seed
 - ``{{family vtab-lite}}``: how many differences the paired table tests
@@ -23,13 +25,15 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import cached_property
 
 from . import tuning_report
 from .errors import UsageError
-from .formats import fmt_delta, fmt_interval, fmt_value
+from .formats import PERCENT, fmt_delta, fmt_interval, fmt_value
+from .stats import detectable
 from .judging import Columns, Deltas, Judged, fraction_of, frame, intervals, most_tuned, untrained
 from .store import Store
 
@@ -41,7 +45,9 @@ SYNTAX = re.compile(r"^(?P<kind>[a-z]+)\s+(?P<suite>[^\s/]+)(?:/(?P<column>\S+))
                     r"(?:\s*:\s*(?P<expect>[a-z ]+))?$")
 
 
-KINDS = ("score", "interval", "delta", "mde", "ratio", "seeds", "family", "defaults", "machines")
+KINDS = ("score", "interval", "delta", "mde", "needed", "ratio", "seeds", "family", "defaults", "machines")
+#: the most seeds ``needed`` looks at
+MOST_SEEDS = 200
 
 
 class ClaimError(UsageError):
@@ -126,6 +132,9 @@ def _value(sections: dict[str, Section], claim: dict) -> tuple[str, str | None]:
     if kind == "mde":
         deltas = section.deltas[1]
         return "±" + fmt_value(deltas.detectable[index], metric), None
+    if kind == "needed":
+        target = float(claim["method"] or "nan") / (100 if metric in PERCENT else 1)  # points, for accuracy
+        return _needed(section.deltas[1], index, target), None
     key = _key(rows, claim["method"], claim["budget"], weights or ())
     if kind in ("score", "interval", "seeds"):
         judged = Judged(stats, sorted(stats.rows), weights, cols.direction(index), cols.chance(index),
@@ -151,6 +160,19 @@ def _value(sections: dict[str, Section], claim: dict) -> tuple[str, str | None]:
             raise KeyError(f"{key[0]} shares no seed with {other[0]} in column {cols.names()[index]}")
         return fmt_delta(deltas.diffs[(key, index)], metric), deltas.verdict(key, index) or "no verdict"
     raise AssertionError(kind)
+
+
+def _needed(deltas: Deltas, column: int, target: float) -> str:
+    """The fewest seeds whose paired tests detect ``target`` at the column's median seed-level
+    spread and the table's family size."""
+    spreads = [d.sd for (_, c), d in deltas.diffs.items() if c == column and d.n > 1]
+    if not spreads or not target > 0:
+        raise KeyError("no spread to size from, or no positive difference to detect")
+    spread = statistics.median(spreads)
+    for seeds in range(2, MOST_SEEDS + 1):
+        if detectable(spread, seeds, deltas.family) <= target:
+            return str(seeds)
+    return f"more than {MOST_SEEDS}"
 
 
 def fill(template: str, store: Store, against: str) -> str:
