@@ -61,22 +61,31 @@ def _curve_weights(rows: list[dict], cols: Columns) -> tuple[dict[str, float] | 
     return weights, tasks[0] if len(tasks) == 1 else f"mean over {', '.join(tasks)}"
 
 
+def budget_deltas(rows: list[dict], cols: Columns, stats: Intervals, against: str) -> tuple[pd.Series, Deltas] | None:
+    """The sized rows' trainable counts and their paired differences from ``against`` at the same
+    budget over the tasks every budget ran (one family); None where those tasks mix metrics."""
+    weights, _ = _curve_weights(rows, cols)
+    if weights is None:
+        return None
+    sized = frame(rows).query("not fixed").groupby(["method", "budget"])["trainable"].mean()
+    floor = min(w / (stats.test_examples(t) or float("inf")) for t, w in weights.items()) \
+        if cols.suite_metric in PERCENT else 0.0
+    return sized, Deltas(stats, sorted(sized.index), against, [(weights, cols.suite_higher, floor)])
+
+
 def budget_table(rows: list[dict], cols: Columns, stats: Intervals, against: str) -> list[str]:
     """Every method at every budget over the tasks all budgets ran, with its paired difference from
     ``against`` at the same budget: the main table's mean and Δ need every task of the suite."""
-    weights, what = _curve_weights(rows, cols)
-    if weights is None:
+    found = budget_deltas(rows, cols, stats, against)
+    if found is None:
         return []
-    sized = frame(rows).query("not fixed").groupby(["method", "budget"])["trainable"].mean()
-    keys = sorted(sized.index, key=lambda key: (key[0], key[1]))
-    floor = min(w / (stats.test_examples(t) or float("inf")) for t, w in weights.items()) \
-        if cols.suite_metric in PERCENT else 0.0
-    deltas = Deltas(stats, keys, against, [(weights, cols.suite_higher, floor)])
+    (sized, deltas), (weights, what) = found, _curve_weights(rows, cols)
     table = []
-    for key in keys:
-        found = stats.interval(key, weights)
+    for key in sorted(sized.index):
+        interval = stats.interval(key, weights)
+        score = fmt_interval(interval, cols.suite_metric) if interval else "-"
         table.append({"method": key[0], "budget": key[1], "trainable": fmt_count(sized[key]),
-                      f"{what}: test {cols.suite_metric}": fmt_interval(found, cols.suite_metric) if found else "-",
+                      f"{what}: test {cols.suite_metric}": score,
                       f"Δ vs {against}": deltas.cell(key, 0, cols.suite_metric)})
     return [f"Family: the {deltas.family} paired differences of this table, Holm-corrected.", "",
             *tables.markdown(pd.DataFrame(table)).splitlines()]

@@ -16,9 +16,14 @@ Claims (``@budget`` picks a row's budget where a method ran several; ``at F`` a 
   difference of 2 (points, for accuracy) with 80% power, at its spread and family size
 - ``{{ratio hmoe/shared lora vs hora at 0.0039}}``: the first row's mean over the second's
 - ``{{seeds vtab-lite/mnist hora}}``: the row's score at each seed
-- ``{{family vtab-lite}}``: how many differences the paired table tests
+- ``{{family vtab-lite}}``: how many differences the paired table tests (``vtab-lite/budgets``:
+  the budgets table, whose rows a ``delta`` claim on a budget the main table lacks also reads)
+- ``{{iqm vtab-lite vera}}``, ``{{improvement vtab-lite vera}}``: the suite's interquartile mean
+  and P(better than the reference), with their intervals
 - ``{{defaults vtab-lite}}``: in how many of the section's studies the defaults won ("27 of 77")
-- ``{{machines vtab-lite}}``: how many machines (device and size) the section's runs ran on
+- ``{{machines vtab-lite}}``: how many device names the section's runs recorded
+- ``{{examples vtab-lite/faces}}``: how many test examples the task's final runs scored
+- ``{{setting vtab-lite trials}}``: a recipe setting of the section's final runs (every value it took)
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from functools import cached_property
 
-from . import tuning_report
+from . import aggregates, curves, tuning_report
 from .errors import UsageError
 from .formats import PERCENT, fmt_delta, fmt_interval, fmt_value
 from .stats import detectable
@@ -45,7 +50,8 @@ SYNTAX = re.compile(r"^(?P<kind>[a-z]+)\s+(?P<suite>[^\s/]+)(?:/(?P<column>\S+))
                     r"(?:\s*:\s*(?P<expect>[a-z ]+))?$")
 
 
-KINDS = ("score", "interval", "delta", "mde", "needed", "ratio", "seeds", "family", "defaults", "machines")
+KINDS = ("score", "interval", "delta", "mde", "needed", "ratio", "seeds", "family", "defaults", "machines", "iqm",
+         "improvement", "examples", "setting")
 #: the most seeds ``needed`` looks at
 MOST_SEEDS = 200
 
@@ -71,6 +77,26 @@ class Section:
         if not found:
             raise KeyError(f"no final runs at fraction {fraction}")
         return found
+
+    @cached_property
+    def budgets(self) -> Deltas | None:
+        """The budgets table's differences, where the section has one."""
+        main = self.at(None)
+        cols = Columns(main)
+        if len(curves.budgets(self.rows)) < 2 or curves.curve_tasks(main, cols) == cols.tasks:
+            return None
+        found = curves.budget_deltas(main, cols, intervals(main), self.against)
+        return found[1] if found else None
+
+    @cached_property
+    def aggregates(self) -> dict:
+        from .leaderboard import _complete
+
+        main = self.at(None)
+        cols = Columns(main)
+        keys = _complete(main, cols)
+        references = {key: (self.against, key[1]) for key in keys if (self.against, key[1]) in keys}
+        return aggregates.aggregates(intervals(main), keys, cols.tasks, cols.suite_higher, references)
 
     @cached_property
     def deltas(self) -> tuple[Columns, Deltas]:
@@ -117,7 +143,29 @@ def _value(sections: dict[str, Section], claim: dict) -> tuple[str, str | None]:
     if section is None:
         raise KeyError(f"no suite {claim['suite']!r} in the store")
     if kind == "family":
-        return str(section.deltas[1].family), None
+        found = section.budgets if claim["column"] == "budgets" else section.deltas[1]
+        if found is None:
+            raise KeyError("no budgets table in this section")
+        return str(found.family), None
+    if kind == "setting":
+        values = sorted({str(r["settings"].get(claim["method"])) for r in section.rows})
+        return " / ".join(values), None
+    if kind == "examples":
+        found = intervals(section.at(None)).test_examples(claim["column"] or "")
+        if found is None:
+            raise KeyError(f"no per-example outcomes recorded for task {claim['column']!r}")
+        return f"{found:,}", None
+    if kind in ("iqm", "improvement"):
+        rows = section.at(None)
+        key = _key(rows, claim["method"], claim["budget"], {r["task"] for r in rows})
+        found = section.aggregates.get(key)
+        if found is None:
+            raise KeyError(f"{key[0]} has no aggregate (it did not run every task)")
+        if kind == "iqm":
+            return fmt_value(found.iqm.estimate, rows[0]["metric"]) + _bracket(found.iqm, rows[0]["metric"]), None
+        if found.improvement is None:
+            raise KeyError(f"{key[0]} has no reference row to improve on")
+        return aggregates.fmt_share(found.improvement), None
     if kind == "defaults":
         used = {((r["details"] or {}).get("selected") or {}).get("study") for r in section.rows}
         found = [s for s in tuning_report.studies(section.every_run) if s["study"] in used]
@@ -156,10 +204,16 @@ def _value(sections: dict[str, Section], claim: dict) -> tuple[str, str | None]:
             diff = stats.paired(key, other, weights, cols.resolution(index, stats))
             return fmt_delta(diff, metric), None
         cols, deltas = section.deltas
+        if (key, index) not in deltas.diffs and section.budgets is not None and (key, 0) in section.budgets.diffs:
+            deltas, index = section.budgets, 0  # a budget-curve row: the budgets table's family
         if (key, index) not in deltas.diffs:
             raise KeyError(f"{key[0]} shares no seed with {other[0]} in column {cols.names()[index]}")
         return fmt_delta(deltas.diffs[(key, index)], metric), deltas.verdict(key, index) or "no verdict"
     raise AssertionError(kind)
+
+
+def _bracket(interval, metric: str) -> str:
+    return f" [{fmt_value(interval.low, metric)}, {fmt_value(interval.high, metric)}]" if interval.known else ""
 
 
 def _needed(deltas: Deltas, column: int, target: float) -> str:

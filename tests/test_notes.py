@@ -33,10 +33,12 @@ def test_claims_are_filled_from_the_store(store):
                 "VeRA {{delta quick/mean vera vs lora: no verdict}}, "
                 "{{interval quick/textures vera: not best}}; {{family quick}} tests; "
                 "MDE {{mde quick/mean}}, {{needed quick/mean 0.5}} seeds for half a point; "
-                "LoRA's error is {{ratio quick/digits lora vs hora}} of HoRA's accuracy", store, "lora")
+                "LoRA's error is {{ratio quick/digits lora vs hora}} of HoRA's accuracy; "
+                "{{examples quick/digits}} test examples, {{setting quick seeds}} seeds", store, "lora")
     assert text.startswith("HoRA 90.1 (90.0, 90.1, 90.2), +10.0 [+9.9, +10.1] over LoRA; VeRA +0.3 [")
     assert "; 6 tests;" in text and "MDE ±" in text and "0.89 of HoRA" in text
     assert re.search(r"MDE ±1\.\d, \d seeds for half a point", text)
+    assert text.endswith("; 1,000 test examples, 3 seeds")
     assert "{{" not in text
 
 
