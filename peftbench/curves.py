@@ -167,7 +167,7 @@ def _fraction_table(judged: dict[str, dict[float, Judged]], keys: list[Key], lab
             table.append({"task": panel, "method": "*training examples*",
                           **{fmt_fraction(f): f"{counts[f]:,}" if f in counts else "-" for f in fractions}})
         for key in sorted(keys, key=labels.get):
-            if any(key in columns[f].intervals for f in columns):
+            if sum(key in columns[f].intervals for f in columns) > 1:
                 table.append({"task": panel, "method": labels[key],
                               **{fmt_fraction(f): columns[f].cell(key, metric) if f in columns else "-"
                                  for f in fractions}})
@@ -183,7 +183,7 @@ def _fraction_lines(judged: dict[str, dict[float, Judged]], keys: list[Key], lab
         lines = []
         for key in keys:
             points = [_point(f, j.intervals[key]) for f, j in sorted(columns.items()) if key in j.intervals]
-            if points:
+            if len(points) > 1:  # a row at one fraction (another budget's) is no curve
                 style = figures.STYLES[budgets.index(key[1]) % len(figures.STYLES)]
                 lines.append(figures.Line(key[0], labels[key], points, style))
         panels[panel] = lines

@@ -189,7 +189,8 @@ def fractions(panels: dict[str, list[Line]], axis: Axis, title: str, path: Path,
             handles.setdefault(label, handle)
     figure.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8,
                   title=f"mean, band: {interval}", title_fontsize=8)
-    figure.suptitle(_wrapped(title, figure), fontsize=11)
+    # left-aligned and wrapped short of the legend beside the panels
+    figure.suptitle(_wrapped(title, figure, figure.get_figwidth() - 2.8), fontsize=11, x=0.01, ha="left")
     _save(figure, path)
     return figure
 
@@ -209,7 +210,7 @@ def profiles(taus, shares: dict[str, tuple[str, object]], axis: Axis, title: str
     ax.set_ylim(-0.02, 1.02)
     ax.grid(True, which="both", alpha=0.3)
     figure.legend(loc="outside right upper", fontsize=8)
-    figure.suptitle(_wrapped(title, figure), fontsize=11)
+    ax.set_title(_wrapped(title, figure, 6.2), fontsize=10)
     _save(figure, path)
     return figure
 
@@ -226,6 +227,6 @@ def convergence(lines: list[Line], title: str, path: Path) -> Figure:
     ax.set_ylim(-0.02, 1.02)
     ax.grid(True, alpha=0.3)
     figure.legend(loc="outside right upper", fontsize=8)
-    figure.suptitle(_wrapped(title, figure), fontsize=11)
+    ax.set_title(_wrapped(title, figure, 6.2), fontsize=10)
     _save(figure, path)
     return figure
