@@ -6,6 +6,7 @@ import argparse
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from . import defaults
@@ -114,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue a sweep the store already holds: finished runs are kept, interrupted ones redone")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the plan (runs, workers, the estimated wall time and peak memory) and stop, "
+                          "writing nothing to the store")
 
     board = sub.add_parser("leaderboard", help="render the results store as markdown")
     board.add_argument("--store", help=f"results store (default {DEFAULT_OUT}/results.db)")
@@ -146,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .bench.command import add_parser as add_bench_parser  # imports no torch: the parser stays fast
     add_bench_parser(sub)
+    from .datacmd import add_parser as add_data_parser
+    add_data_parser(sub)
     return parser
 
 
@@ -265,13 +271,19 @@ def cmd_run(args) -> int:
     from .registry import check_names
 
     check_names(args.methods, args.tasks, args.budget)  # before torch loads: a bad name fails at once
-    from .envinfo import sweep_marked
+    from .hubdata import require
 
+    require(args.tasks, args.data_root)  # vtab/fgvc data neither given, cached nor reachable: one line, exit 2
+    started = time.perf_counter()
+    from .envinfo import STARTED_ENV, sweep_marked
+
+    worker = STARTED_ENV in os.environ  # started by a parent sweep, which printed the plan
     with sweep_marked(shlex.join(["peftbench", *args.argv])):
-        return _run(args)
+        return _run(args, None if worker else started)
 
 
-def _run(args) -> int:
+def _run(args, started: float | None = None) -> int:
+    """``started``: when the command started, to print the plan and its estimate; None in a worker."""
     from .runner import RunOptions, Sweep
     from .store import Store, beside
 
@@ -288,15 +300,28 @@ def _run(args) -> int:
     )
     sweep = Sweep(args.methods, args.tasks, options)
     plan = sweep.plan()  # bad input fails here, before the store is opened
-    store = Store(location)
-    workers = _worker_count(args.workers, len({unit.key for unit in plan.units()} - store.finished()),
+    keys = {unit.key for unit in plan.units()}
+    if args.dry_run:
+        from .store import peek_finished
+
+        done = peek_finished(location) & keys
+    else:
+        store = Store(location)
+        sweep.check_resume(store)  # before the plan's timed steps
+        done = store.finished() & keys
+    workers = _worker_count(args.workers, len(keys - done),
                             placed=args.device is not None or "LOCAL_RANK" in os.environ)
+    if started is not None:
+        from .preview import show_plan
+
+        show_plan(plan, keys - done, workers, time.perf_counter() - started, len(done), args.resume)
+    if args.dry_run:
+        return 0
     if workers == 1:
         records = [record.row() for record in sweep.run(store)]
     else:
         from .workers import run_workers
 
-        sweep.check_resume(store)
         before = {r["run_id"] for r in store.records()}
         run_workers(_without_workers(args.argv), workers)
         keys = {unit.key for unit in plan.units()}
@@ -463,8 +488,14 @@ def cmd_bench(args) -> int:
     return bench(args)
 
 
+def cmd_data(args) -> int:
+    from .datacmd import cmd_data as data
+
+    return data(args)
+
+
 COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard, "export": cmd_export,
-            "budget": cmd_budget, "bench": cmd_bench}
+            "budget": cmd_budget, "bench": cmd_bench, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:

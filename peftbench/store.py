@@ -122,6 +122,27 @@ def beside(location: str, out: str) -> Path:
     return Path(database).parent if database is not None else Path(out)
 
 
+def peek_finished(location: str) -> set[str]:
+    """The spec keys a store holds, read without creating, migrating or writing anything (a dry
+    run's): empty where there is no store yet."""
+    url = store_url(location)
+    database = _sqlite_file(url)
+    if database is not None and not Path(database).exists():
+        return set()
+    try:
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                if not inspect(conn).has_table(runs.name):
+                    return set()
+                return set(conn.execute(select(runs.c.spec_key)).scalars())
+        finally:
+            engine.dispose()
+    except (SQLAlchemyError, ModuleNotFoundError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise UsageError(f"cannot open the results store {location}: {reason}") from exc
+
+
 def _sqlite_pragmas(dbapi_connection, _record):
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer of a sweep

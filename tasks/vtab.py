@@ -3,6 +3,8 @@
 Layout: ``<data root>/<task>/`` holds ``train800.txt``, ``val200.txt``, ``train800val200.txt``,
 ``test.txt`` and the images; each list line is ``<image path relative to the task folder>
 <integer label>``. Images are squashed to the backbone's size with no augmentation (NOAH).
+Without ``--data-root`` the tasks come from the peftbench cache, which the NOAH-layout archive
+V-PETL Bench publishes on the hub fills the first time (``peftbench.hubdata``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ TASKS = (
 )
 #: split -> list file
 LISTS = {"train": "train800.txt", "val": "val200.txt", "trainval": "train800val200.txt", "test": "test.txt"}
+#: the split sizes that define VTAB-1K (test is each dataset's own test split)
+SIZES = {"train": 800, "val": 200, "trainval": 1000}
+#: without --data-root: the NOAH-layout archive V-PETL Bench links, on the hub (peftbench.hubdata)
+HUB_REPO, HUB_ARCHIVE = "XiN0919/VTAB-1k", "vtab-1k.zip"
 LAYOUT = ("the NOAH VTAB-1K release: one folder per task (e.g. <root>/dtd/) holding train800.txt, "
           "val200.txt, train800val200.txt, test.txt ('<relative image path> <label>' lines) and the images")
 
@@ -61,9 +67,30 @@ def check_classes(task_id: str, num_classes: int, lists: dict[Path, list]) -> No
         raise UsageError(f"{names}: the labels cover {len(used)} classes, but {task_id} has {num_classes}")
 
 
+def verify_fetched(folder: Path, name: str, num_classes: int) -> dict[str, int]:
+    """A task as VTAB-1K defines it: 800 / 200 / 1000 / test images, the task's class count, every
+    listed image present (a run checks each image's header when it loads). Split -> its size."""
+    task_id, lists = f"vtab/{name}", {}
+    for split, file in LISTS.items():
+        path = folder / file
+        if not path.is_file():
+            raise UsageError(f"{task_id}: the {split} split's list {path} is missing")
+        lists[split] = read_list(path)
+        if split in SIZES and len(lists[split]) != SIZES[split]:
+            raise UsageError(f"{task_id}: {path} (the {split} split) lists {len(lists[split])} images, "
+                             f"VTAB-1K's {split} split has {SIZES[split]}")
+        missing = next((rel for rel, _ in lists[split] if not (folder / rel).is_file()), None)
+        if missing is not None:
+            raise UsageError(f"{task_id}: image {folder / missing} of the {split} split (listed in {path}) is missing")
+    check_classes(task_id, num_classes, {folder / LISTS[split]: items for split, items in lists.items()})
+    return {split: len(items) for split, items in lists.items()}
+
+
 def load_vtab(name: str, num_classes: int, image_size: int, mean, std, data_root=None) -> Splits:
-    if data_root is None:
-        raise UsageError(f"vtab/{name} needs --data-root: the folder of {LAYOUT}")
+    if data_root is None:  # the cache, filled from the hub the first time
+        from peftbench.hubdata import ensure
+
+        data_root = ensure("vtab", name)
     folder = Path(data_root).expanduser() / name
     if not folder.is_dir():
         raise UsageError(f"no folder {folder} for vtab/{name} (--data-root must be {LAYOUT})")
@@ -78,13 +105,12 @@ def load_vtab(name: str, num_classes: int, image_size: int, mean, std, data_root
 
 
 def vtab_task(name: str, group: str, num_classes: int) -> Task:
-    return Task("vtab", name, group, "image", num_classes, partial(load_vtab, name, num_classes), kind="classify",
-                needs_data_root=True)
+    return Task("vtab", name, group, "image", num_classes, partial(load_vtab, name, num_classes), kind="classify")
 
 
 VTAB = Suite(
     name="vtab",
-    description="VTAB-1K, 19 tasks in 3 groups (NOAH folders; needs --data-root)",
+    description="VTAB-1K, 19 tasks in 3 groups (NOAH folders: --data-root, else fetched from the hub)",
     tasks=tuple(vtab_task(*spec) for spec in TASKS),
     recipe={"backbone": "timm:vit_base_patch16_224.augreg_in21k", "image_size": 224, "epochs": 100, "batch_size": 64},
 )

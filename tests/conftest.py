@@ -15,6 +15,7 @@ from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers is imported: a hub call would stall ~45 s before failing
 os.environ["PEFTBENCH_WORKERS"] = "1"  # one process per sweep, unless a test asks for workers
+os.environ["PEFTBENCH_ESTIMATE"] = "0"  # plans print no timed steps, unless a test asks for them
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402

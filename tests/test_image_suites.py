@@ -82,8 +82,9 @@ def test_vtab_class_count_must_match_the_task(tmp_path):
     assert "train800.txt" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_vtab_needs_a_data_root(tmp_path):
-    with pytest.raises(UsageError, match="--data-root.*NOAH.*train800.txt"):
+def test_vtab_needs_a_data_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path))  # nothing fetched, and the hub offline (conftest)
+    with pytest.raises(UsageError, match="peftbench data fetch vtab.*--data-root.*NOAH.*train800.txt"):
         vtab.VTAB.tasks[0].load(224, MEAN, STD, None)
     with pytest.raises(UsageError, match="no folder .*cifar"):
         vtab.VTAB.tasks[0].load(224, MEAN, STD, str(tmp_path))
@@ -159,8 +160,9 @@ def test_fgvc_class_count_must_match_the_task(tmp_path):
         fgvc.FGVC.tasks[3].load(16, MEAN, STD, str(tmp_path))
 
 
-def test_fgvc_needs_a_data_root():
-    with pytest.raises(UsageError, match="--data-root.*train.json"):
+def test_fgvc_needs_a_data_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path))  # nothing fetched, and the hub offline (conftest)
+    with pytest.raises(UsageError, match="peftbench data fetch fgvc/cub.*--data-root.*train.json"):
         fgvc.FGVC.tasks[0].load(224, MEAN, STD, None)
 
 

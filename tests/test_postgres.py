@@ -1,4 +1,5 @@
-"""Three workers share one sweep through a real PostgreSQL server, and none runs a unit twice.
+"""Three workers share one sweep through a real PostgreSQL server, and none runs a unit twice,
+even when one of them is killed mid-run (the recipe for several machines, docs/cluster.md).
 
 The server is a throwaway cluster this module starts (Debian's ``postgresql`` package, which
 ``make postgres`` installs), or the one PEFTBENCH_TEST_POSTGRES_URL names.
@@ -10,13 +11,15 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
+import uuid
 from collections import Counter
 
 import optuna
 import pytest
 from conftest import tiny_run
 from optuna.trial import TrialState
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, inspect, select, text
 
 from peftbench import tuning
 from peftbench.store import Store, claims
@@ -88,3 +91,56 @@ def test_three_workers_share_one_sweep_and_run_nothing_twice(postgres_url, start
         assert all(r["hparams"] == best["hparams"] for r in records if r["method"] == method and r["phase"] == "final")
     with Store(postgres_url).engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(claims)).scalar() == 0
+
+
+@pytest.fixture
+def database(postgres_url):
+    """A database of the test's own on the server, where the server lets us create one."""
+    name = f"peftbench_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+    except Exception:  # noqa: BLE001 - no CREATEDB right on a given server: share its database
+        yield postgres_url
+        return
+    finally:
+        engine.dispose()
+    yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+KILLED_SWEEP = tiny_run("lora,linear", "--resume", epochs=3, trials=2, seeds=2)
+
+
+def claim_owners(engine) -> list[str]:
+    with engine.connect() as conn:
+        if not inspect(conn).has_table(claims.name):  # no worker has opened the store yet
+            return []
+        return list(conn.execute(select(claims.c.owner)).scalars())
+
+
+def test_independent_processes_one_killed_mid_run_record_every_unit_once(database, start_cli):
+    """N `peftbench run ... --resume` processes, as a SLURM job array starts them: one is killed
+    with SIGKILL while it holds a unit; the others take the unit over and finish the sweep."""
+    processes = [start_cli(*KILLED_SWEEP, "--store", database) for _ in range(3)]
+    victim, engine = processes[0], create_engine(database)
+    deadline = time.time() + 600
+    while not any(f":{victim.pid}:" in owner for owner in claim_owners(engine)):  # mid-run
+        assert victim.poll() is None, victim.communicate()[1]
+        assert time.time() < deadline, "the victim never claimed a unit"
+        time.sleep(0.05)
+    victim.kill()  # SIGKILL: no claim given back, no trial told
+    victim.wait()
+    for process in processes[1:]:
+        out, err = process.communicate(timeout=900)
+        assert process.returncode == 0, err
+    late = start_cli(*KILLED_SWEEP, "--store", database)  # a late array task finds the sweep done
+    out, err = late.communicate(timeout=900)
+    assert late.returncode == 0 and "nothing to run" in out, err
+
+    records = Store(database).records()
+    keys = [r["spec_key"] for r in records if r["settings"]["epochs"] == 3]
+    assert len(keys) == len(set(keys)) == 2 * (2 + 2)  # methods x (trials + seeds), each exactly once
+    assert all(r["status"] == "ok" for r in records if r["spec_key"] in keys)
+    assert claim_owners(engine) == []
+    engine.dispose()

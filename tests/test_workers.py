@@ -44,6 +44,29 @@ def test_auto_is_the_default_and_the_environment_can_change_it(monkeypatch):
         cli._worker_count(None, runs_left=12)
 
 
+def test_workers_auto_on_a_gpu_host_starts_one_worker_per_gpu_each_pinned_to_its_gpu(monkeypatch):
+    from peftbench import cli, defaults, workers
+
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 4)  # a host with 4 GPUs, faked
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr(defaults, "WORKERS", "auto")
+    assert cli._worker_count(None, runs_left=12) == 4 and cli._worker_count("auto", runs_left=2) == 2
+    started = []
+
+    class Child:
+        def __init__(self, argv, env, stdout):
+            started.append((argv, env))
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(workers.subprocess, "Popen", Child)
+    assert workers.run_workers(["--methods", "lora", "--tasks", "quick"], 4) == 0
+    assert [argv[argv.index("--device") + 1] for argv, _ in started] == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
+    assert all(argv[argv.index("--workers") + 1] == "1" and "--resume" in argv for argv, _ in started)
+    assert {env["OMP_NUM_THREADS"] for _, env in started} == {"4"}  # the cores shared out too
+
+
 def test_a_worker_without_device_takes_the_gpu_its_local_rank_names():
     assert str(pick_device(None, gpus=0)) == "cpu"
     assert str(pick_device(None, gpus=8, local_rank="3")) == "cuda:3"
