@@ -105,6 +105,10 @@ def show_plan(plan: Plan, left: set[str], workers: int, startup_s: float, done: 
     say(f"estimate: {duration(guess.seconds)} wall (over all runs: training {duration(guess.training_s)}, scoring "
         f"{duration(guess.scoring_s)}, setup {duration(guess.setup_s)}; starting {duration(guess.startup_s)}), "
         f"peak {memory} {guess.peak_mb:,.0f} MB a worker" + (f" ({guess.peak_method})" if guess.peak_method else ""))
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if dev.type == "cpu" and load > cores:
+        say(f"  this machine is busy (load {load:.1f} on {_count(cores, 'core')}): the estimate holds while the load "
+            f"stays as it was when the steps were timed")
     if guess.seconds > DAY:
         fits = fitting_overrides(plan, found, workers, startup_s)
         advice = (f"each of these makes it fit: {'; '.join(fits)}" if len(fits) > 1
