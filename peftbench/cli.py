@@ -299,7 +299,7 @@ def _run(args, started: float | None = None) -> int:
         resume=args.resume, progress=not args.no_progress,
     )
     sweep = Sweep(args.methods, args.tasks, options)
-    plan = sweep.plan()  # bad input fails here, before the store is opened
+    plan = sweep.plan(stand_ins=True)  # bad input fails here, before the store is opened or data downloaded
     keys = {unit.key for unit in plan.units()}
     if args.dry_run:
         from .store import peek_finished
@@ -317,6 +317,7 @@ def _run(args, started: float | None = None) -> int:
         show_plan(plan, keys - done, workers, time.perf_counter() - started, len(done), args.resume)
     if args.dry_run:
         return 0
+    sweep.fetch_data()
     if workers == 1:
         records = [record.row() for record in sweep.run(store)]
     else:

@@ -42,6 +42,20 @@ def tasks_of(suite: str) -> dict[str, tuple]:
     return {name: (classes, image_dir) for name, classes, image_dir in suite_module(suite).DATASETS}
 
 
+def expected_sizes(suite: str, task: str) -> dict[str, int]:
+    """split -> the size the fetched task will have, for planning before the download."""
+    module = suite_module(suite)
+    if suite == "vtab":
+        return {**module.SIZES, "test": module.TEST_SIZES[task]}
+    train, val, test = module.SIZES[task]
+    return {"train": train, "val": val, "trainval": train + val, "test": test}
+
+
+def to_fetch(suite: str, task: str, data_root: str | None) -> bool:
+    """Whether a run must download this task's data before it trains."""
+    return data_root is None and suite in FOLDERS and installed(suite, task) is None
+
+
 def data_dir() -> Path:
     from .backbones.cache import cache_dir  # the backbones package imports torch: not at parse time
 

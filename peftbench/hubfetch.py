@@ -81,8 +81,9 @@ def describe(repo: str, filename: str, revision: str = "main"):
     try:
         meta = get_hf_file_metadata(url, timeout=HEAD_TIMEOUT, endpoint=endpoint())
     except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError) as exc:
+        held = _listing(repo, revision)
         raise UsageError(f"the hub has no {filename} in the dataset repository {repo} "
-                         f"({_first_line(exc)})") from None
+                         + (f"(it holds {held})" if held else f"({_first_line(exc)})")) from None
     except OfflineModeIsEnabled:
         raise HubUnavailable("the hub is offline (HF_HUB_OFFLINE is set)") from None
     except (TransportError, OSError) as exc:
@@ -90,6 +91,18 @@ def describe(repo: str, filename: str, revision: str = "main"):
     if meta.etag is None or meta.size is None:
         raise HubUnavailable(f"{url} did not answer like the hub (no ETag or size): is HF_ENDPOINT right?")
     return url, meta
+
+
+def _listing(repo: str, revision: str) -> str:
+    """The repository's files, so that a renamed archive is found by reading one line; empty when
+    the hub will not list them."""
+    from huggingface_hub import HfApi
+
+    try:
+        files = HfApi(endpoint=endpoint()).list_repo_files(repo, repo_type="dataset", revision=revision)
+    except Exception:  # the listing only adds to an error already being raised
+        return ""
+    return ", ".join(sorted(files)[:20]) + (f" and {len(files) - 20} more" if len(files) > 20 else "")
 
 
 def local_paths(folder: Path, filename: str, etag: str) -> tuple[Path, Path]:

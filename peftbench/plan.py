@@ -9,11 +9,12 @@ from dataclasses import dataclass, replace
 
 from torch.utils.data import Subset
 
-from . import registry, tuning
+from . import hubdata, registry, tuning
 from .backbones import Backbone, check_backbone_name, load_backbone
 from .backbones.base import TARGET_ROLES
 from .budget import FIXED, Sizing, budget_params, one_line, parse_budgets, solve
 from .compute import resolve_precision
+from .data import stand_in_splits
 from .errors import UsageError, did_you_mean
 from .kinds import KINDS
 from .method import Method
@@ -117,6 +118,8 @@ class Unit:
 class Plan:
     cells: list[Cell]
     splits: dict[str, Splits]  # task id -> its splits, capped as the recipe says
+    #: (suite, task) whose data is still to be downloaded: their splits are blank stand-ins
+    to_fetch: tuple[tuple[str, str], ...] = ()
 
     def units(self) -> list[Unit]:
         """Task by task (and fraction by fraction): every method's trials, then every final run.
@@ -231,10 +234,11 @@ class Planner:
             self._backbones[key] = load_backbone(name, image_size)
         return self._backbones[key]
 
-    def plan(self) -> Plan:
+    def plan(self, stand_ins: bool = False) -> Plan:
         """Size every method for every task first: a budget or backbone a method cannot handle is
-        bad input, reported before the first run starts."""
-        cells, splits = [], {}
+        bad input, reported before the first run starts. ``stand_ins``: a task whose data is still to
+        be downloaded gets blank splits of its sizes, so the plan comes before the download."""
+        cells, splits, missing = [], {}, []
         for suite, task in self.tasks:
             recipe = self.recipe(suite)
             backbone = with_targets(self.backbone(recipe.backbone, recipe.image_size), recipe.targets)
@@ -243,7 +247,12 @@ class Planner:
             if task.modality != backbone.modality:
                 raise UsageError(f"task {task.id} takes {task.modality} input, but {backbone.name} is a "
                                  f"{backbone.modality} model")
-            loaded = task.load(recipe.image_size, backbone.mean, backbone.std, self.options.data_root)
+            if stand_ins and hubdata.to_fetch(suite.name, task.name, self.options.data_root):
+                missing.append((suite.name, task.name))
+                sizes = hubdata.expected_sizes(suite.name, task.name)
+                loaded = stand_in_splits(sizes, task.num_classes, recipe.image_size, backbone.mean, backbone.std)
+            else:
+                loaded = task.load(recipe.image_size, backbone.mean, backbone.std, self.options.data_root)
             splits[task.id] = capped(loaded, recipe)
             targets = [(budget.text, budget_params(budget, backbone, self.reference)) for budget in self.budgets]
             for method in self.methods.values():
@@ -252,4 +261,4 @@ class Planner:
                     sizing, error = size_method(method, backbone, target)
                     cells += [Cell(task, method, backbone, sizing, recipe, text, fraction, error)
                               for fraction in self.options.fractions]
-        return Plan(cells, splits)
+        return Plan(cells, splits, tuple(missing))

@@ -69,6 +69,17 @@ def _cost_line(name: str, cost: Cost, timed_now: bool) -> str:
             f"{cost.setup_s:.2g} s setup a run, peak {cost.peak_mb:,.0f} MB ({'timed now' if timed_now else 'cached'})")
 
 
+def download_line(to_fetch: tuple[tuple[str, str], ...]) -> str:
+    """What the run downloads before it trains, from the hub's own sizes."""
+    from . import hubdata, hubfetch
+
+    files = dict.fromkeys(pair for suite, task in to_fetch for pair in hubdata.files_for(suite, task))
+    size = sum(hubfetch.describe(repo, file)[1].size for repo, file in files)
+    names = ", ".join(f"{repo}/{file}" for repo, file in files)
+    return (f"first downloads {size / 1e9:.1f} GB ({names}) into {hubdata.data_dir()}, for "
+            f"{_count(len(to_fetch), 'task')}; the estimate times blank images of their split sizes")
+
+
 def show_plan(plan: Plan, left: set[str], workers: int, startup_s: float, done: int = 0, resume: bool = True,
               out=None) -> None:
     """Print the plan and, unless PEFTBENCH_ESTIMATE=0, its estimate; to standard error."""
@@ -82,6 +93,8 @@ def show_plan(plan: Plan, left: set[str], workers: int, startup_s: float, done: 
     say(f"plan: {_count(total, 'run')}{already}, {len(left)} to run")
     for line in suite_lines(plan):
         say(line)
+    if plan.to_fetch:
+        say(f"  {download_line(plan.to_fetch)}")
     if done and not resume:
         say("  the store already holds runs of this sweep: running it needs --resume")
     say(f"  {_where(workers)}")

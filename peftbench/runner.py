@@ -59,10 +59,21 @@ class Sweep:
                   f"its runs are recorded as failed", file=sys.stderr)
         self._plan: Plan | None = None
 
-    def plan(self) -> Plan:
+    def plan(self, stand_ins: bool = False) -> Plan:
+        """The sweep's plan; ``stand_ins``: before any download (see ``Planner.plan``)."""
         if self._plan is None:
-            self._plan = self.planner.plan()
+            self._plan = self.planner.plan(stand_ins)
         return self._plan
+
+    def fetch_data(self) -> None:
+        """Download what the plan stood in for, then plan again on the real splits."""
+        if self._plan is None or not self._plan.to_fetch:
+            return
+        from .hubdata import ensure
+
+        for suite, task in self._plan.to_fetch:
+            ensure(suite, task)
+        self._plan = self.planner.plan()
 
     def check_resume(self, store: Store) -> None:
         """Without --resume, a store that already holds runs of this sweep is refused."""

@@ -25,6 +25,9 @@ DATASETS = (
     ("dogs", 120, "Images"), ("cars", 196, "."),
 )
 SPLITS = ("train", "val", "test")
+#: VPT's split sizes (train, val, test): only for the plan's estimate before a download
+SIZES = {"cub": (5_394, 600, 5_794), "nabird": (21_536, 2_393, 24_633), "flowers": (1_020, 1_020, 6_149),
+         "dogs": (10_800, 1_200, 8_580), "cars": (7_329, 815, 8_041)}
 #: without --data-root: V-PETL Bench's hub repository, VPT's split files (json.zip) and each dataset's archive
 HUB_REPO, HUB_SPLITS = "XiN0919/FGVC", "json.zip"
 #: dataset -> (its archive in HUB_REPO, the names its split folder may have inside json.zip). CUB's and

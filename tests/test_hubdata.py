@@ -75,6 +75,10 @@ class Handler(BaseHTTPRequestHandler):
         found = re.fullmatch(r"/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", unquote(urlparse(self.path).path))
         key = f"{found.group(1)}/{found.group(3)}" if found else self.path
         hub.requests.append((self.command, key, self.headers.get("Range")))
+        if listing := re.fullmatch(r"/api/datasets/([^/]+/[^/]+)/tree/[^/]+/?", urlparse(self.path).path):
+            held = [{"type": "file", "path": k.split("/", 2)[2], "size": len(v), "oid": hub.etags[k]}
+                    for k, v in hub.files.items() if k.startswith(listing.group(1) + "/")]
+            return self.reply(200, {"Content-Type": "application/json"}, json.dumps(held).encode())
         if key not in hub.files:
             return self.reply(404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": COMMIT})
         if body and hub.failing:
@@ -314,6 +318,14 @@ def test_an_fgvc_archive_of_another_layout_is_reported(fgvc_hub, tmp_path):
 
 # ---- the data command, offline, --data-root ------------------------------------------------------
 
+def test_an_archive_missing_from_the_hub_is_named_with_what_the_repository_holds(fgvc_hub, capsys):
+    del fgvc_hub.files["XiN0919/FGVC/102flowers.tgz"]  # as if the repository named it otherwise
+    assert main(["data", "fetch", "fgvc/flowers"]) == 1  # a task that failed, as any fetch failure
+    said = capsys.readouterr().out.strip().splitlines()
+    assert len(said) == 1 and "has no 102flowers.tgz in the dataset repository XiN0919/FGVC" in said[0]
+    assert said[0].endswith("(it holds CUB_200_2011.tgz, json.zip)"), said
+
+
 def test_data_list_shows_each_suite_present_or_not_where_and_size(fgvc_hub, tmp_path, capsys):
     assert main(["data", "fetch", "fgvc/flowers"]) == 0
     capsys.readouterr()
@@ -360,3 +372,14 @@ def test_a_run_without_data_root_fetches_and_trains(hub, vtab_zip, tmp_path):
     hub.add(VTAB_FILE, vtab_zip)
     assert main(tiny_run("linear", tasks="vtab/dtd", store=tmp_path / "results.db")) == 0
     assert hubdata.installed("vtab", "dtd") is not None and hub.asked("GET") == [VTAB_FILE]
+
+
+def test_the_plan_comes_before_the_download_and_a_dry_run_downloads_nothing(hub, vtab_zip, tmp_path, monkeypatch,
+                                                                             capsys):
+    monkeypatch.setenv("PEFTBENCH_ESTIMATE", "1")  # the plan's timed steps, on blank images of the split sizes
+    hub.add(VTAB_FILE, vtab_zip)
+    assert main([*tiny_run("linear", tasks="vtab/dtd", store=tmp_path / "results.db"), "--dry-run"]) == 0
+    said = capsys.readouterr().err
+    size = len(vtab_zip) / 1e9
+    assert f"first downloads {size:.1f} GB (XiN0919/VTAB-1k/vtab-1k.zip)" in said and "estimate:" in said
+    assert hub.asked("GET") == [] and hubdata.installed("vtab", "dtd") is None
