@@ -146,6 +146,7 @@ def test_train_then_merge(arch, variant):
         merged = model.merge_and_unload()
         assert not any(isinstance(m, HoraLayer) for m in merged.modules())
         assert not any("hora_" in n for n, _ in merged.named_parameters())
+        assert not any(m._forward_hooks or m._forward_pre_hooks for m in merged.modules())  # the blocks' pass hooks
         torch.testing.assert_close(run(merged, inputs), adapted, atol=1e-5, rtol=0)
 
 
@@ -474,11 +475,15 @@ def test_generator_runs_once_per_forward_and_block(arch):
         g.g_A.register_forward_hook(lambda *_: calls.append(1))
     out = run(model, inputs)  # PeftModel.forward: one generation per block
     assert len(calls) == len(generators)
+    calls.clear()
+    run(model.base_model.model, inputs)  # the pass is the block's: so also without the tuner's forward
+    assert len(calls) == len(generators)
     (out ** 2).mean().backward()
     cached = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     model.zero_grad()
     calls.clear()
-    per_target = run(model.base_model.model, inputs)  # bypasses the tuner: one generation per target
+    model.base_model._remove_pass_hooks(list(model.base_model._pass_hooks))
+    per_target = run(model, inputs)  # no pass open: one generation per target
     assert len(calls) == sum(isinstance(m, HoraLayer) for m in model.modules())
     torch.testing.assert_close(per_target, out)
     (per_target ** 2).mean().backward()

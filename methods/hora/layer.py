@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from contextlib import contextmanager
 from typing import Optional
 
 import torch
@@ -94,8 +93,9 @@ class HoraGenerator(nn.Module):
         if self.shared_seeds:
             self.A_seed = nn.Parameter(_kaiming_(torch.empty(r, in_features)))
             self.B_seed = nn.Parameter(_kaiming_(torch.empty(heads, head_dim, r)))
-        # Codes generated in the current forward pass, by grad mode; None: no pass is open (see generating()).
+        # Codes generated in the block's current forward pass, by grad mode; None: no pass is open (see open_pass).
         self._codes: dict[bool, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._depth = 0
 
     def check(self, name: str, in_features: int, head_dim: int) -> None:
         """Targets of one block must fit the seeds and generator that they share."""
@@ -120,30 +120,31 @@ class HoraGenerator(nn.Module):
     def shared_codes(self) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
         """Generated codes of the shared seeds, or None when each target has its own seeds.
 
-        Inside `generating()` they are computed once and reused by every target of the block (separate q, k
-        and v Linears), and autograd backpropagates through that one computation.
+        Within one forward pass of the block they are computed once and reused by every target of the block
+        (separate q, k and v Linears), and autograd backpropagates through that one computation.
         """
         if not self.shared_seeds:
             return None
         if self._codes is None:
             return self.code_A(self.A_seed), self.code_B(self.B_seed)
-        grad = torch.is_grad_enabled()  # a no-grad pass (checkpointing) must not feed a grad-enabled one
+        grad = torch.is_grad_enabled()  # a no-grad pass (reentrant checkpointing) must not feed a grad-enabled one
         if grad not in self._codes:
             self._codes[grad] = self.code_A(self.A_seed), self.code_B(self.B_seed)
         return self._codes[grad]
 
-    @contextmanager
-    def generating(self):
-        """One forward pass: codes are generated at most once and dropped when it ends (the optimizer will change
-        the seeds before the next)."""
-        outer = self._codes is not None
-        if not outer:
+    def open_pass(self, *_) -> None:
+        """Forward pre-hook of the block that calls the targets. The pass is the block's, not the model's: a
+        checkpointed block recomputed in the backward pass then generates its codes exactly as it first did."""
+        self._depth += 1
+        if self._depth == 1:
             self._codes = {}
-        try:
-            yield
-        finally:
-            if not outer:
-                self._codes = None
+
+    def close_pass(self, *_) -> None:
+        """Forward hook (always called, also when the forward raises): the codes are dropped, since the
+        optimizer will change the seeds before the next pass."""
+        self._depth -= 1
+        if self._depth == 0:
+            self._codes = None
 
 
 def _group_heads(codes: torch.Tensor, n_heads: int) -> torch.Tensor:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack, contextmanager
-
 import torch
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from .config import LORA, HoraConfig
 from .layer import HoraGenerator, HoraLayer, Linear
@@ -42,6 +41,7 @@ class HoraModel(BaseTuner):
         # Called once, before the first injection; adapters added later get their entry in _block_generator.
         if "hora_generators" not in self._modules:
             self.hora_generators = nn.ModuleDict()
+            self._pass_hooks: dict[str, list[RemovableHandle]] = {}
 
     def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key, **kwargs):
         if current_key is None:
@@ -73,6 +73,12 @@ class HoraModel(BaseTuner):
                 generator = HoraGenerator(config, base.in_features, head_dim)
             # like the layers' own parameters: the base layer's float dtype, upcast by _cast_adapter_dtype
             generators[block] = generator.to(base.weight.dtype) if base.weight.is_floating_point() else generator
+            # the module whose forward calls the block's targets opens and closes the generator's pass
+            caller = self.model.get_submodule(key.rpartition(".")[0])
+            self._pass_hooks.setdefault(adapter_name, []).extend([
+                caller.register_forward_pre_hook(generators[block].open_pass),
+                caller.register_forward_hook(generators[block].close_pass, always_call=True),
+            ])
         generators[block].check(key, base.in_features, head_dim)
         return generators[block]
 
@@ -84,26 +90,10 @@ class HoraModel(BaseTuner):
                 if p.dtype in (torch.float16, torch.bfloat16):
                     p.data = p.data.float()
 
-    @contextmanager
-    def _enable_peft_forward_hooks(self, *args, **kwargs):
-        # PeftModel opens this around every forward and generate call: each block's generator then runs once per
-        # pass, not once per target, and the forward and backward passes share its output.
-        with ExitStack() as stack:
-            for generators in self.hora_generators.values():
-                for generator in generators.values():
-                    stack.enter_context(generator.generating())
-            yield
-
-    def forward(self, *args, **kwargs):
-        with self._enable_peft_forward_hooks():
-            return super().forward(*args, **kwargs)
-
     def set_adapter(self, adapter_name, inference_mode: bool = False) -> None:
         super().set_adapter(adapter_name, inference_mode=inference_mode)
-        # The layers toggle only their own parameters; the generators live here.
         active = [adapter_name] if isinstance(adapter_name, str) else adapter_name
-        for name, generators in self.hora_generators.items():
-            generators.requires_grad_(name in active and not inference_mode)
+        self._train_generators(active if not inference_mode else [])
 
     def set_requires_grad(self, adapter_names, requires_grad: bool = True) -> None:
         super().set_requires_grad(adapter_names, requires_grad)
@@ -112,10 +102,32 @@ class HoraModel(BaseTuner):
             if name in names:
                 generators.requires_grad_(requires_grad)
 
+    def _enable_adapter_layers(self, enabled: bool = True) -> None:
+        # disable_adapter() freezes the layers' parameters, and enabling makes the active ones trainable again
+        super()._enable_adapter_layers(enabled)
+        self._train_generators(self.active_adapters if enabled else [])
+
     def delete_adapter(self, adapter_name: str) -> None:
         super().delete_adapter(adapter_name)
         if adapter_name in self.hora_generators:
             del self.hora_generators[adapter_name]
+        self._remove_pass_hooks([adapter_name])
+        # deleting the active adapter activates the next one, whose layers now train: so do its generators
+        self._train_generators(self.active_adapters)
+
+    def _unload_and_optionally_merge(self, *args, **kwargs):
+        self._remove_pass_hooks(list(self._pass_hooks))
+        return super()._unload_and_optionally_merge(*args, **kwargs)
+
+    def _train_generators(self, trainable) -> None:
+        """The layers toggle only their own parameters; the generators live here and follow them."""
+        for name, generators in self.hora_generators.items():
+            generators.requires_grad_(name in trainable)
+
+    def _remove_pass_hooks(self, adapter_names) -> None:
+        for name in adapter_names:
+            for handle in self._pass_hooks.pop(name, []):
+                handle.remove()
 
     @classmethod
     def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
