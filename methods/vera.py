@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from peft import VeraConfig
 from peft.tuners.vera.layer import Linear as PeftVeraLinear
 
-from peftbench.method import PeftMethod, linear_shapes
+from peftbench.method import Ladder, PeftMethod, linear_shapes
 
 
 class VeRA(PeftMethod):
@@ -13,7 +13,7 @@ class VeRA(PeftMethod):
     defaults = {"lr": 5e-3, "weight_decay": 1e-4, "dropout": 0.0}
 
     def sizes(self, backbone):
-        return ({"r": r} for r in range(1, max_rank(backbone) + 1))
+        return Ladder(max_rank(backbone), lambda i: {"r": i + 1})
 
     def search_space(self, trial):
         return {"dropout": trial.suggest_categorical("dropout", [0.0, 0.1])}

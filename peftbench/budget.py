@@ -110,7 +110,7 @@ def solve(method: Method, backbone: Backbone, target: int) -> Sizing:
         count = method.count(backbone, {})
         return Sizing({}, count, target or count)
     best = None
-    for size in method.sizes(backbone):
+    for size in method.near(backbone, target):
         count = method.count(backbone, size)
         if count > target * (1 + TOLERANCE):
             break  # sizes come smallest first, so every later one is larger still

@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     lister.add_argument("what", choices=["methods", "tasks", "backbones"], nargs="?", default="methods")
     lister.add_argument("--search-space", action="store_true",
                         help="with methods: each method's defaults and the space Optuna tunes it over")
+    lister.add_argument("--capabilities", action="store_true",
+                        help="with methods: each one's size knob, its size at lora[r=8] on the offline backbones, "
+                             "merge, save/load, and the tuners refused with why")
+    lister.add_argument("--markdown", action="store_true", help="with --capabilities: a markdown table")
+    lister.add_argument("--write", metavar="FILE",
+                        help="with --capabilities: put the markdown table between FILE's capability markers")
 
     run = sub.add_parser("run", help="train and evaluate methods on tasks; record every run")
     run.add_argument("--methods", required=True,
@@ -161,6 +167,16 @@ def cmd_list(args) -> int:
 
     if args.what == "methods" and args.search_space:
         return _print_search_spaces(registry.methods())
+    if args.what == "methods" and args.capabilities:
+        from .capabilities import capabilities, docs_block, write_docs
+        from .tables import markdown, text
+
+        if args.write:
+            write_docs(Path(args.write), docs_block(registry.methods()))
+            return 0
+        table = capabilities(registry.methods())
+        print(markdown(table) if args.markdown else text(table))
+        return 0
     if args.what == "backbones":
         rows = describe_backbones()
     elif args.what == "methods":
@@ -172,6 +188,7 @@ def cmd_list(args) -> int:
             rows += [(f"  [{option}=]", " | ".join(str(v) for v in values) + f" (default {cls.defaults.get(option)})")
                      for option, values in cls.options.items()]
         rows += [(name, f"BROKEN: {why}") for name, why in found.broken.items()]
+        rows += [(name, f"refused: {why}") for name, why in found.refused.items()]
     else:
         found = registry.tasks()
         rows = []
@@ -473,7 +490,7 @@ def cmd_budget(args) -> int:
         for name, method in methods.items():
             sizing, error = size_method(method, backbone, target)
             failed = failed or error is not None
-            note = (f"failed: {error}" if error else "fixed size: a reference point" if not method.knobs
+            note = (f"failed: {error}" if error else f"fixed size: {fixed_why(method)}" if not method.knobs
                     else "" if sizing.reached else "† cannot land within 1%: its closest size below")
             size = ", ".join(f"{k}={v}" for k, v in sizing.size.items()) or "fixed"
             rows.append({"method": name, "size": None if error else size,
@@ -481,6 +498,14 @@ def cmd_budget(args) -> int:
                          "of budget": None if error else f"{sizing.count / target:.1%}", "": note})
         print(text(pd.DataFrame(rows)))
     return 1 if failed else 0
+
+
+def fixed_why(method) -> str:
+    """Why a method without a size knob is off the budget: a reference point (the probe, full
+    fine-tuning) or a tuner whose count its architecture fixes (IA3, LN tuning)."""
+    from .method import PeftMethod
+
+    return "its own count, labelled fixed" if isinstance(method, PeftMethod) else "a reference point"
 
 
 def cmd_bench(args) -> int:

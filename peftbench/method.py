@@ -7,10 +7,11 @@ through a peft config so that saving, loading and merging come from peft.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import re
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from torch import nn
 
@@ -32,6 +33,8 @@ class Method:
     #: the options in place, so ``count()`` and ``apply()`` read them from ``self.defaults``.
     options: dict[str, tuple] = {}
     mergeable: bool = True
+    #: True for a method that adapts only language models (its ``check()`` refuses the others)
+    language_only: bool = False
     #: False for a method that trains no backbone parameter (the linear probe): no ``lr`` to tune.
     trains_backbone: bool = True
     #: Literature defaults, used with ``--trials 0`` and as the first trial of every study.
@@ -52,9 +55,19 @@ class Method:
         return variant
 
     def sizes(self, backbone: Backbone) -> Iterable[dict]:
-        """Candidate sizes in increasing order of trainable parameters (the solver stops at the
-        first one past the budget's tolerance)."""
-        return ({"r": r} for r in range(1, backbone.layout.hidden_size + 1))
+        """Candidate sizes in increasing order of trainable parameters. A Sequence is bisected (its
+        counts must not decrease); any other iterable is scanned until past the budget's tolerance."""
+        return Ladder(backbone.layout.hidden_size, lambda i: {"r": i + 1})
+
+    def near(self, backbone: Backbone, target: int) -> Iterable[dict]:
+        """The sizes the solver weighs for ``target``: the two either side of it on a bisected
+        ``sizes()``; a scanned one whole (the solver stops past the tolerance). A method with two
+        knobs and a preference between them (HoRA) overrides this."""
+        sizes = self.sizes(backbone)
+        if not isinstance(sizes, Sequence):
+            return sizes
+        above = bisect.bisect_left(sizes, target, key=lambda size: self.count(backbone, size))
+        return sizes[max(above - 1, 0):above + 1]
 
     def preference(self, size: dict) -> float:
         """Among sizes within 1% of a budget the solver takes the lowest preference (then the
@@ -77,6 +90,24 @@ class Method:
 
     def check(self, backbone: Backbone) -> None:
         """Raise UsageError when the method cannot adapt this backbone."""
+
+
+class Ladder(Sequence):
+    """Sizes made on demand from their index, so that the solver bisects them instead of listing
+    them all: ``Ladder(n, lambda i: {"r": i + 1})``."""
+
+    def __init__(self, length: int, size: Callable[[int], dict]):
+        self.length, self.size = length, size
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self.size(i) for i in range(*index.indices(self.length))]
+        if not -self.length <= index < self.length:
+            raise IndexError(index)
+        return self.size(index % self.length)
 
 
 _shapes_cache: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
@@ -117,13 +148,12 @@ def target_names(module: nn.Module, suffixes: Sequence[str]) -> list[str]:
             if isinstance(m, nn.Linear) and any(name == s or name.endswith("." + s) for s in suffixes)]
 
 
-def per_module_sizes(backbone: Backbone, costs: Sequence[int], widest: int) -> Iterator[dict]:
+def per_module_sizes(backbone: Backbone, costs: Sequence[int], widest: int) -> Ladder:
     """Sizes ``{"r": r, "plus1": k}`` in increasing count: every target module at width r, the first
     k of them (in depth order) at r + 1. ``costs`` are the parameters one unit of width adds to each
     module, so one step adds a single module's cost: fine enough to land within 1% of a budget."""
-    for r in range(1, widest + 1):
-        for k in range(len(costs) if r < widest else 1):
-            yield {"r": r, "plus1": k}
+    n = len(costs)
+    return Ladder((widest - 1) * n + 1, lambda i: {"r": 1 + i // n, "plus1": i % n})
 
 
 def per_module_count(costs: Sequence[int], size: dict) -> int:

@@ -40,9 +40,7 @@ def resolve_methods(spec: str, allow_broken: bool = False) -> dict[str, Method]:
                 raise UsageError(f"method plugin '{item.name}' failed to load: {found.broken[item.name]}")
             chosen[item.name] = BrokenMethod(item.name, found.broken[item.name])
             continue
-        if item.name not in found.loaded:
-            raise UsageError(f"unknown method '{item.name}'{did_you_mean(item.name, found.loaded)} "
-                             f"(available: {', '.join(sorted(found.loaded))})")
+        registry.known_method(item.name)
         method = found.loaded[item.name]()
         method = method.variant(item.options) if item.options else method
         chosen[method.name] = method

@@ -11,7 +11,8 @@ from peftbench.backbones.encoders import SplitQKV
 from peftbench.registry import methods
 
 BACKBONES = ["tiny-vit", "tiny-dinov2", "tiny-llama"]
-METHODS = sorted(methods().loaded)
+#: the hand-written methods (a family's members, every peft tuner, face tests/test_tuner_battery.py)
+METHODS = sorted(name for name in methods().loaded if name not in methods().from_family)
 
 
 def inputs(backbone):

@@ -1,10 +1,12 @@
 """HoRA as a peftbench method: the tuner in this package, configured from the backbone's layout."""
 
+import bisect
 import heapq
 import math
 import weakref
 from types import SimpleNamespace
 
+from peftbench.budget import TOLERANCE
 from peftbench.errors import UsageError
 from peftbench.method import PeftMethod, low_rank_space
 
@@ -43,6 +45,29 @@ class HoRA(PeftMethod):
 
         merged = heapq.merge(*(at_rank(r) for r in range(1, backbone.layout.hidden_size + 1)))
         return ({"r": r, "hidden": m} for _, r, m in merged)
+
+    def near(self, backbone, target):
+        """Bisected rather than scanned: the ranks whose widths can land within 1% of ``target``,
+        and in each the width nearest the spec's 32 that does, then the widths either side of the
+        target (the closest below, where none lands)."""
+        def count(r, m):
+            return self.count(backbone, {"r": r, "hidden": m})
+
+        low, high = target * (1 - TOLERANCE), target * (1 + TOLERANCE)
+        ranks = range(1, backbone.layout.hidden_size + 1)
+        last = bisect.bisect_right(ranks, high, key=lambda r: count(r, HIDDEN[0]))
+        first = min(bisect.bisect_left(ranks, low, key=lambda r: count(r, HIDDEN[-1])), max(last - 1, 0))
+        found = set()
+        for r in ranks[first:last]:
+            above = bisect.bisect_left(HIDDEN, target, key=lambda m: count(r, m))
+            found.update((r, m) for m in HIDDEN[max(above - 1, 0):above + 1])
+            inside = (bisect.bisect_left(HIDDEN, low, key=lambda m: count(r, m)),
+                      bisect.bisect_right(HIDDEN, high, key=lambda m: count(r, m)) - 1)
+            if inside[0] <= inside[1]:
+                found.add((r, min(max(DEFAULT_HIDDEN, HIDDEN[inside[0]]), HIDDEN[inside[1]])))
+        # in count order, as the solver expects; equal counts (no generator to widen) nearest 32 first
+        sizes = ({"r": r, "hidden": m} for r, m in found)
+        return sorted(sizes, key=lambda size: (count(size["r"], size["hidden"]), self.preference(size)))
 
     def preference(self, size):
         return abs(math.log2(size["hidden"] / DEFAULT_HIDDEN))
