@@ -148,10 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="runs that ended ok, failed or pruned, or all (the default)")
 
     budget = sub.add_parser("budget", help="show the size each method gets at a budget")
-    budget.add_argument("--backbone", default="dinov2-s")
-    budget.add_argument("--budget", default=DEFAULT_BUDGET)
+    budget.add_argument("--backbone", default="dinov2-s",
+                        help="the backbone to size on (default: dinov2-s; see 'peftbench list backbones')")
+    budget.add_argument("--budget", default=DEFAULT_BUDGET,
+                        help=f"trainable parameters: 0.3M, 300k, or a method's size like {DEFAULT_BUDGET} (the "
+                             f"default); several comma-separated")
     budget.add_argument("--methods", help="comma-separated (default: all registered)")
-    budget.add_argument("--image-size", type=_positive(int), default=56)
+    budget.add_argument("--image-size", type=_positive(int), default=56,
+                        help="image backbones at this resolution (default: 56)")
     budget.add_argument("--targets", type=_targets, help="as in run (default: the backbone family's)")
 
     from .bench.command import add_parser as add_bench_parser  # imports no torch: the parser stays fast
@@ -474,21 +478,27 @@ def cmd_budget(args) -> int:
     import pandas as pd
 
     from .budget import budget_params, parse_budgets
-    from .plan import resolve_methods, size_method, with_targets
+    from .plan import Refusal, resolve_methods, size_method, with_targets
     from .tables import text
 
     budgets = parse_budgets(args.budget)
     names = args.methods or ",".join(registry.methods().loaded)
     methods = resolve_methods(names)
     backbone = with_targets(load_backbone(args.backbone, args.image_size), args.targets)
-    failed = False
+    failed, refusals, tables = False, [], []
     for number, budget in enumerate(budgets):
         target = budget_params(budget, backbone, resolve_methods(budget.method) if budget.method else {})
-        print(("\n" if number else "") + f"budget {budget.text} = {target:,} trainable parameters on {backbone.name} "
-              f"(head excluded), targets {','.join(backbone.target_roles)}")
+        tables.append(("\n" if number else "") + f"budget {budget.text} = {target:,} trainable parameters on "
+                      f"{backbone.name} (head excluded), targets {','.join(backbone.target_roles)}")
         rows = []
         for name, method in methods.items():
-            sizing, error = size_method(method, backbone, target)
+            try:
+                sizing, error = size_method(method, backbone, target)
+            except Refusal as exc:  # the method declines this backbone or budget; the others are sized
+                rows.append({"method": name, "size": None, "trainable": None, "of budget": None,
+                             "": f"refused: {exc}"})
+                refusals.append(str(exc))
+                continue
             failed = failed or error is not None
             note = (f"failed: {error}" if error else f"fixed size: {fixed_why(method)}" if not method.knobs
                     else "" if sizing.reached else "† cannot land within 1%: its closest size below")
@@ -496,7 +506,10 @@ def cmd_budget(args) -> int:
             rows.append({"method": name, "size": None if error else size,
                          "trainable": None if error else f"{sizing.count:,}",
                          "of budget": None if error else f"{sizing.count / target:.1%}", "": note})
-        print(text(pd.DataFrame(rows)))
+        tables.append(text(pd.DataFrame(rows)))
+    if len(refusals) == len(methods) * len(budgets):
+        raise UsageError(refusals[0])  # nothing could be sized: the refusal is the answer
+    print("\n".join(tables))
     return 1 if failed else 0
 
 

@@ -1,7 +1,9 @@
 """What a method plugin promises, checked on every run rather than trusted.
 
 - ``count()`` is what the model really trains (head excluded);
-- every trainable parameter the method added is connected to the output;
+- every trainable parameter is connected to the output: those the method added, and those of the
+  backbone it unfroze (BitFit's biases) unless the backbone's own forward pass never uses them
+  (DINOv2's mask token, trained by full fine-tuning);
 - after training, the adapted model's outputs differ from the base model's (an adapter silently
   left out of the forward pass would otherwise score as the base model).
 
@@ -39,22 +41,24 @@ class Probe:
         self.base_ids = {id(p) for p in base.parameters()}
         with torch.no_grad():
             self.base_output = run(base.eval())
+        self.base_used = used_parameters(run, base)
 
     def check_connected(self, adapted: nn.Module) -> None:
-        """Every parameter the method added gets a gradient (a zero-initialised factor may rightly
-        get a zero one at step 0, but never none)."""
-        added = [(name, p) for name, p in adapted.named_parameters()
-                 if p.requires_grad and id(p) not in self.base_ids]
-        if not added:
+        """Every trainable parameter gets a gradient (a zero-initialised factor may rightly get a
+        zero one at step 0, but never none): the method's own, and the backbone's that its forward
+        pass uses."""
+        checked = [(name, p) for name, p in adapted.named_parameters()
+                   if p.requires_grad and (id(p) not in self.base_ids or id(p) in self.base_used)]
+        if not checked:
             return
         with torch.random.fork_rng(devices=[]):  # no draw from the generator the training run uses
             output = self.run(adapted.eval())
             if output.requires_grad:  # else nothing trainable reaches the output at all
                 output.float().sum().backward()
-        loose = [name for name, p in added if p.grad is None]
+        loose = [name for name, p in checked if p.grad is None]
         adapted.zero_grad(set_to_none=True)
         if loose:
-            raise ContractError(f"adapter not active: {len(loose)} of its {len(added)} trainable tensors get no "
+            raise ContractError(f"adapter not active: {len(loose)} of its {len(checked)} trainable tensors get no "
                                 f"gradient (e.g. {loose[0]})")
 
     def check_changed(self, adapted: nn.Module) -> None:
@@ -62,3 +66,27 @@ class Probe:
             after = self.run(adapted.eval())
         if torch.equal(after, self.base_output):
             raise ContractError("adapter not active: after training, the model's outputs equal the base model's")
+
+
+def used_parameters(run: Callable[[nn.Module], torch.Tensor], module: nn.Module) -> set[int]:
+    """The ids of the parameters ``module``'s output depends on, read from the autograd graph of one
+    forward pass: no backward, so no gradient the size of the model is ever allocated."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(True)
+        with torch.enable_grad(), torch.random.fork_rng(devices=[]):
+            output = run(module.eval())
+        used, seen, stack = set(), set(), [output.grad_fn]
+        while stack:
+            node = stack.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            if hasattr(node, "variable"):  # a leaf: the parameter itself
+                used.add(id(node.variable))
+            stack.extend(child for child, _ in node.next_functions)
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+    return used

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .errors import UsageError
 from .task import Splits
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: task plugins load without it
@@ -24,7 +25,7 @@ def fixed_order(n: int, seed: int = SPLIT_SEED) -> np.ndarray:
 def vtab_indices(n: int, seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
     """800 train and 200 val examples drawn at random with a fixed seed; the rest is test."""
     if n <= TRAIN + VAL:
-        raise ValueError(f"need more than {TRAIN + VAL} examples for a VTAB-1K split, got {n}")
+        raise UsageError(f"need more than {TRAIN + VAL} examples for a VTAB-1K split, got {n}")
     order = fixed_order(n, seed)
     return {"train": order[:TRAIN], "val": order[TRAIN:TRAIN + VAL],
             "trainval": order[:TRAIN + VAL], "test": order[TRAIN + VAL:]}
@@ -92,6 +93,28 @@ class ImageDataset:
         """A DataLoader's whole batch in one call: one resize for the batch, twice as fast."""
         pixels = to_pixels(self.images[indices] / self.scale, self.image_size, self.mean, self.std)
         return list(zip(pixels, self.labels[indices]))
+
+
+def label_tensor(data) -> torch.Tensor | None:
+    """A dataset's labels where they can be read without decoding an input (a TensorDataset's last
+    tensor, a ``labels`` or ``targets`` attribute, a list of pairs, through Subsets), else None."""
+    import torch
+    from torch.utils.data import Subset, TensorDataset
+
+    if isinstance(data, Subset):
+        labels = label_tensor(data.dataset)
+        return None if labels is None else labels[torch.as_tensor(list(data.indices), dtype=torch.long)]
+    if isinstance(data, TensorDataset):
+        labels = data.tensors[-1]
+    elif isinstance(data, (list, tuple)):
+        labels = [item[-1] for item in data if isinstance(item, tuple)]
+    else:
+        labels = getattr(data, "labels", getattr(data, "targets", None))
+    try:
+        labels = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    return labels if labels.dim() == 1 and not labels.is_floating_point() else None
 
 
 def stand_in_splits(sizes: dict[str, int], num_classes: int, image_size: int, mean, std) -> Splits:

@@ -49,6 +49,10 @@ class Method:
             if value not in self.options[key]:
                 allowed = ", ".join(str(v) for v in self.options[key])
                 raise UsageError(f"{self.name}[{key}={value}]: {key} is one of {allowed}")
+        # an option at its default names the plain method: one configuration, one study, one row
+        options = {key: value for key, value in options.items() if self.defaults.get(key) != value}
+        if not options:
+            return self
         variant = copy.copy(self)
         variant.defaults = {**self.defaults, **options}
         variant.name = str(MethodSpec(self.name, dict(options)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from torch.utils.data import Subset
 
@@ -14,7 +14,7 @@ from .backbones import Backbone, check_backbone_name, load_backbone
 from .backbones.base import TARGET_ROLES
 from .budget import FIXED, Sizing, budget_params, one_line, parse_budgets, solve
 from .compute import resolve_precision
-from .data import stand_in_splits
+from .data import label_tensor, stand_in_splits
 from .errors import UsageError, did_you_mean
 from .kinds import KINDS
 from .method import Method
@@ -118,6 +118,10 @@ class Plan:
     splits: dict[str, Splits]  # task id -> its splits, capped as the recipe says
     #: (suite, task) whose data is still to be downloaded: their splits are blank stand-ins
     to_fetch: tuple[tuple[str, str], ...] = ()
+    #: a method's refusal of a backbone or budget -> the tasks whose cells it skipped
+    skipped: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: why a task plugin failed to load its data: every run of the task fails with it
+    unloadable: tuple[str, ...] = ()
 
     def units(self) -> list[Unit]:
         """Task by task (and fraction by fraction): every method's trials, then every final run.
@@ -143,17 +147,48 @@ def with_targets(backbone: Backbone, targets) -> Backbone:
     return replace(backbone, targets=roles)
 
 
+class Refusal(UsageError):
+    """A method declines a backbone (its ``check()``) or a budget (too small for it): that cell is
+    skipped and the other methods run; only when nothing is left to run is it the user's error."""
+
+
 def size_method(method: Method, backbone: Backbone, target: int) -> tuple[Sizing, str | None]:
     """The method's size at the budget; a plugin whose check(), sizes() or count() raises (anything
-    but a UsageError, which is bad input) gets a placeholder and the reason, so its runs fail while
+    but a UsageError, which is its refusal) gets a placeholder and the reason, so its runs fail while
     the other methods run."""
     try:
         method.check(backbone)
         return solve(method, backbone, target), None
-    except UsageError:
-        raise
+    except UsageError as exc:
+        reason = str(exc)
+        raise Refusal(reason if method.name in reason else f"{method.name}: {reason}") from exc
     except Exception as exc:
         return Sizing({}, 0, target), f"{method.name} could not size itself: {one_line(exc)}"
+
+
+def load_task(task: Task, recipe, backbone: Backbone, data_root) -> tuple[Splits, str | None]:
+    """The task's splits, checked against its class count. A UsageError is the user's input (a
+    data root, a missing download): it stops the command. Anything else the task plugin raises is
+    that task's fault: its runs fail with the reason and the other tasks run."""
+    try:
+        splits = task.load(recipe.image_size, backbone.mean, backbone.std, data_root)
+        if KINDS[task.kind].has_head:
+            check_labels(task, splits)
+        return splits, None
+    except UsageError as exc:
+        raise exc if task.id in str(exc) else UsageError(f"{task.id}: {exc}") from exc
+    except Exception as exc:
+        return Splits([], [], [], []), f"task {task.id} failed to load: {one_line(exc)}"
+
+
+def check_labels(task: Task, splits: Splits) -> None:
+    """Labels outside 0..num_classes-1 would fail every run with an index error naming neither."""
+    for name in ("train", "val", "trainval", "test"):
+        labels = label_tensor(getattr(splits, name))
+        if labels is not None and len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < task.num_classes:
+            bad = int(labels.max()) if labels.max() >= task.num_classes else int(labels.min())
+            raise ValueError(f"its {name} split has label {bad}, outside its {task.num_classes} classes "
+                             f"(0..{task.num_classes - 1})")
 
 
 def first_n(data, n: int):
@@ -236,27 +271,36 @@ class Planner:
         """Size every method for every task first: a budget or backbone a method cannot handle is
         bad input, reported before the first run starts. ``stand_ins``: a task whose data is still to
         be downloaded gets blank splits of its sizes, so the plan comes before the download."""
-        cells, splits, missing = [], {}, []
+        cells, splits, missing, skipped, unloadable = [], {}, [], {}, []
         for suite, task in self.tasks:
             recipe = self.recipe(suite)
             backbone = with_targets(self.backbone(recipe.backbone, recipe.image_size), recipe.targets)
             precision = resolve_precision(recipe.precision)
             recipe = recipe.resolved(backbone.target_roles, precision)  # as it runs, and is recorded
             if task.modality != backbone.modality:
-                raise UsageError(f"task {task.id} takes {task.modality} input, but {backbone.name} is a "
-                                 f"{backbone.modality} model")
+                raise UsageError(f"task {task.id} takes {task.modality} input, but {backbone.name} is "
+                                 f"{'an' if backbone.modality is Modality.IMAGE else 'a'} {backbone.modality} model")
+            failed = None
             if stand_ins and hubdata.to_fetch(suite.name, task.name, self.options.data_root):
                 missing.append((suite.name, task.name))
                 sizes = hubdata.expected_sizes(suite.name, task.name)
                 loaded = stand_in_splits(sizes, task.num_classes, recipe.image_size, backbone.mean, backbone.std)
             else:
-                loaded = task.load(recipe.image_size, backbone.mean, backbone.std, self.options.data_root)
+                loaded, failed = load_task(task, recipe, backbone, self.options.data_root)
+                unloadable += [failed] if failed else []
             splits[task.id] = capped(loaded, recipe)
             targets = [(budget.text, budget_params(budget, backbone, self.reference)) for budget in self.budgets]
             for method in self.methods.values():
                 # a fixed-size method (linear, full) is one reference point, whatever the budgets
                 for text, target in targets if method.knobs else [(FIXED, 0)]:
-                    sizing, error = size_method(method, backbone, target)
-                    cells += [Cell(task, method, backbone, sizing, recipe, text, fraction, error)
+                    try:
+                        sizing, error = size_method(method, backbone, target)
+                    except Refusal as exc:
+                        skipped.setdefault(str(exc), []).append(task.id)
+                        continue
+                    cells += [Cell(task, method, backbone, sizing, recipe, text, fraction, failed or error)
                               for fraction in self.options.fractions]
-        return Plan(cells, splits, tuple(missing))
+        if skipped and not cells:
+            raise UsageError(next(iter(skipped)))  # nothing left to run: the refusal is the answer
+        return Plan(cells, splits, tuple(missing), {why: tuple(tasks) for why, tasks in skipped.items()},
+                    tuple(unloadable))

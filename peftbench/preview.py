@@ -95,6 +95,10 @@ def show_plan(plan: Plan, left: set[str], workers: int, startup_s: float, done: 
         say(line)
     if plan.to_fetch:
         say(f"  {download_line(plan.to_fetch)}")
+    for why, tasks in plan.skipped.items():
+        say(f"  skipped: {why} ({_count(len(tasks), 'task')}; the other methods run)")
+    for why in plan.unloadable:
+        say(f"  {why}: its runs are recorded as failed")
     if done and not resume:
         say("  the store already holds runs of this sweep: running it needs --resume")
     say(f"  {_where(workers)}")

@@ -43,11 +43,15 @@ def plugins(group: str, only: frozenset[str] | None = None) -> Plugins:
         if only is not None and ep.name not in only:
             continue
         try:
-            loaded[ep.name] = ep.load()
+            plugin = ep.load()
+            mismatch = misnamed(group, ep.name, plugin)
         except Exception as exc:  # a third-party bug must not take the harness down
             broken[ep.name] = one_line(exc)
             continue
-        origin[ep.name] = ep.dist.name if ep.dist else "?"
+        if mismatch:
+            broken[ep.name] = mismatch
+            continue
+        loaded[ep.name], origin[ep.name] = plugin, ep.dist.name if ep.dist else "?"
     if group == METHOD_GROUP and only is None:
         found, failed = families()
         broken.update(failed)
@@ -58,11 +62,29 @@ def plugins(group: str, only: frozenset[str] | None = None) -> Plugins:
                 broken[ep.name] = one_line(exc)
                 continue
             for name, method in members.items():
-                if name not in loaded:
+                if name in loaded:
+                    continue
+                if misnamed(group, name, method):
+                    broken[name] = misnamed(group, name, method)
+                else:
                     loaded[name], origin[name] = method, f"{ep.dist.name if ep.dist else '?'} ({family.origin})"
                     from_family[name] = ep.name
             refused.update({name: why for name, why in reasons.items() if name not in loaded})
     return Plugins(dict(sorted(loaded.items())), origin, broken, dict(sorted(refused.items())), from_family)
+
+
+def misnamed(group: str, name: str, plugin) -> str | None:
+    """Why a plugin's own name disagrees with the name it is registered under (runs asked for by one
+    would be recorded under the other), or None."""
+    own = getattr(plugin, "name", None)
+    kind = "method" if group == METHOD_GROUP else "suite"
+    if own != name:
+        return f"registered as '{name}', but its {kind} is named '{own}': the two must match"
+    stray = [task for task in getattr(plugin, "tasks", ()) if group == TASK_GROUP and task.suite != name]
+    if stray:
+        return (f"task '{stray[0].name}' of suite '{name}' says its suite is '{stray[0].suite}': each Task's "
+                f"suite must be its Suite's name")
+    return None
 
 
 @functools.cache

@@ -120,10 +120,13 @@ class Scheduler:
 
     def tune(self, unit: Unit, trial: optuna.Trial, context: Context) -> RunRecord:
         cell, splits = unit.cell, self.plan.splits[unit.cell.task.id]
-        hparams = tuning.search_space(cell.method, trial, cell.has_head)
+        pinned = tuning.outside_space(cell.method, cell.has_head) if unit.index == 0 else {}
+        hparams = tuning.search_space(cell.method, tuning.Pinned(trial, pinned), cell.has_head)
         train = nested_subset(splits.train, cell.fraction)
-        return execute(unit, TUNE_SEED, hparams, train, context, val=splits.val, trial=trial,
-                       details={"study": cell.study, "slot": unit.index, "trial": trial.number},
+        details = {"study": cell.study, "slot": unit.index, "trial": trial.number}
+        if pinned:  # the defaults trial ran them as they are, outside the space the others draw from
+            details["defaults_outside_space"] = pinned
+        return execute(unit, TUNE_SEED, hparams, train, context, val=splits.val, trial=trial, details=details,
                        seeds=cell.recipe.tune_seeds)
 
     def final(self, unit: Unit, context: Context) -> RunRecord:

@@ -158,11 +158,39 @@ def independent(slot: int, trials: int) -> bool:
 
 
 def first_trial(method: Method, head: bool) -> dict:
-    """The defaults of every hyper-parameter the space tunes: what the first slot tries. A default
-    outside the space (a weight decay of 0 on a log scale) is left to the sampler."""
+    """The defaults of every hyper-parameter the space tunes and holds: what the sampler fixes in
+    the first slot. Those outside it are ``outside_space``."""
     chosen, recorder = defaults(method, head), _Recorder()
     search_space(method, recorder, head)
     return {k: chosen[k] for k, holds in recorder.holds.items() if k in chosen and holds(chosen[k])}
+
+
+def outside_space(method: Method, head: bool) -> dict:
+    """Defaults the space cannot draw (a weight decay of 0 on a log scale): the first trial still
+    runs them as they are, unsampled, so that it is the defaults it promises."""
+    chosen, recorder = defaults(method, head), _Recorder()
+    search_space(method, recorder, head)
+    return {k: chosen[k] for k, holds in recorder.holds.items() if k in chosen and not holds(chosen[k])}
+
+
+class Pinned:
+    """An Optuna trial whose parameters named in ``values`` take those values instead of being
+    sampled: absent from the trial's params, so the sampler learns nothing false from them."""
+
+    def __init__(self, trial, values: dict):
+        self.trial, self.values = trial, values
+
+    def suggest_float(self, name, *args, **kwargs):
+        return self.values[name] if name in self.values else self.trial.suggest_float(name, *args, **kwargs)
+
+    def suggest_int(self, name, *args, **kwargs):
+        return self.values[name] if name in self.values else self.trial.suggest_int(name, *args, **kwargs)
+
+    def suggest_categorical(self, name, *args, **kwargs):
+        return self.values[name] if name in self.values else self.trial.suggest_categorical(name, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.trial, name)
 
 
 def ask(study: optuna.Study, name: str, slot: int, trials: int, fixed: dict) -> optuna.Trial:

@@ -143,6 +143,25 @@ def make_vtab(root: Path, name="dtd", classes=3, sizes=(6, 3, 9), files=4) -> Pa
     return folder
 
 
+def install_package(tmp_path: Path, monkeypatch, module: str, source: str, entry_points: str) -> Path:
+    """A plugin package as pip would leave it: ``module``.py and a dist-info folder declaring
+    ``entry_points`` (an entry_points.txt body), importable here and in subprocesses."""
+    import textwrap
+
+    from peftbench import registry
+
+    (tmp_path / f"{module}.py").write_text(source)
+    info = tmp_path / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    registry.plugins.cache_clear()
+    registry.families.cache_clear()
+    return tmp_path
+
+
 def add_method(monkeypatch, cls) -> None:
     """Register ``cls`` as a method plugin for one test, as an installed package would be: its name
     known without loading (the command line's first check) and its class loaded."""

@@ -2,12 +2,11 @@
 where it cannot be one, sized to the budget by its own knob; and method families from other packages."""
 
 import importlib.util
-import textwrap
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from conftest import tiny_run
+from conftest import install_package, tiny_run
 
 from peftbench import registry
 from peftbench.backbones import load_backbone
@@ -127,15 +126,10 @@ FAMILY = Family()
 
 
 def test_a_family_from_another_package_lists_and_runs_its_members(fresh_registry, tmp_path, monkeypatch, capsys):
-    (tmp_path / "thirdparty_family.py").write_text(FAMILY_PLUGIN)
-    info = tmp_path / "thirdparty_family-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-family\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(textwrap.dedent("""
+    install_package(tmp_path, monkeypatch, "thirdparty_family", FAMILY_PLUGIN, """
         [peftbench.method_families]
         third = thirdparty_family:FAMILY
-    """))
-    monkeypatch.syspath_prepend(str(tmp_path))
+    """)
     found = registry.methods()
     assert found.from_family["third-lora"] == "third"
     assert found.from_family.get("lora") is None  # a plain plugin of the same name wins

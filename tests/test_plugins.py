@@ -1,12 +1,10 @@
 """Third-party plugins: found after install through entry points; broken ones are skipped."""
 
-import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
-from conftest import cli_env, tiny_run
+from conftest import cli_env, install_package, tiny_run
 
 from peftbench import registry
 from peftbench.cli import main
@@ -110,11 +108,7 @@ class QueryOnlyLoRA(PeftMethod):
 @pytest.fixture
 def installed_plugin(tmp_path, monkeypatch):
     """A package as pip would leave it: a module and a dist-info folder with entry points."""
-    (tmp_path / "thirdparty_peft.py").write_text(PLUGIN)
-    info = tmp_path / "thirdparty_peft-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-peft\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(textwrap.dedent("""
+    yield install_package(tmp_path, monkeypatch, "thirdparty_peft", PLUGIN, """
         [peftbench.methods]
         qlora-only = thirdparty_peft:QueryOnlyLoRA
         diverging = thirdparty_peft:Diverging
@@ -127,11 +121,7 @@ def installed_plugin(tmp_path, monkeypatch):
 
         [peftbench.tasks]
         brokensuite = thirdparty_missing_module:SUITE
-    """))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
-    registry.plugins.cache_clear()
-    yield tmp_path
+    """)
     registry.plugins.cache_clear()
 
 
