@@ -178,7 +178,12 @@ def fit(model: nn.Module, batches: DataLoader, batch_loss: Callable[[nn.Module, 
 
 def _classification_loss(model: nn.Module, batch: tuple) -> torch.Tensor:
     x, y = batch
-    return nn.functional.cross_entropy(model(x).float(), y)
+    logits = model(x).float()
+    try:
+        return nn.functional.cross_entropy(logits, y)
+    except IndexError as exc:  # labels the plan could not read up front (a dataset that decodes them)
+        classes = logits.shape[-1]
+        raise ValueError(f"{exc} (labels must lie in 0..{classes - 1}: the task's {classes} classes)") from exc
 
 
 def train(model: Classifier, data: Dataset, config: TrainConfig, desc: str = "train",

@@ -79,8 +79,26 @@ def wide_labels(image_size, mean, std, data_root=None):
     return random_splits(labels_high=6)
 
 
+class Opaque(torch.utils.data.Dataset):
+    """Labels readable only by indexing (as a dataset that decodes files)."""
+
+    def __init__(self, part):
+        self.part = part
+
+    def __len__(self):
+        return len(self.part)
+
+    def __getitem__(self, i):
+        return self.part[i]
+
+
+def opaque_labels(image_size, mean, std, data_root=None):
+    return Splits(*[Opaque(random_splits(labels_high=6).train)] * 4)
+
+
 FAULTY = Suite("faulty", (
     Task("faulty", "raises", "g", "image", 3, raises),
+    Task("faulty", "opaque", "g", "image", 3, opaque_labels),
     Task("faulty", "too-few", "g", "image", 3, too_few),
     Task("faulty", "labels", "g", "image", 3, wide_labels),
 ), recipe={"backbone": "tiny-dinov2", "image_size": 28, "epochs": 1, "batch_size": 16, "trials": 0, "seeds": 1})
@@ -135,6 +153,13 @@ def test_labels_outside_the_class_count_name_the_task_and_the_count(faulty):
     (record,) = records(store)
     assert "task faulty/labels failed to load" in record["error"]
     assert "outside its 3 classes (0..2)" in record["error"]
+
+
+def test_labels_out_of_range_found_while_training_name_the_class_count(faulty):
+    store = faulty / "r.db"
+    assert main(tiny_run("lora", tasks="faulty/opaque", store=store)) == 1
+    (record,) = records(store)
+    assert "labels must lie in 0..2: the task's 3 classes" in record["error"]
 
 
 def test_a_refusing_method_is_a_row_in_budget_and_the_others_are_sized(faulty, capsys):
