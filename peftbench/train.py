@@ -89,6 +89,13 @@ class SavedActivations:
         self.storages: dict[int, int] = {}
 
     def pack(self, tensor):
+        if tensor.layout is torch.sparse_coo:  # no storage of its own (SHiRA's update): its two parts
+            self.pack(tensor._indices())
+            self.pack(tensor._values())
+            return tensor
+        if tensor.layout is not torch.strided:  # other sparse layouts: counted by their values
+            self.storages[id(tensor)] = tensor.values().numel() * tensor.element_size()
+            return tensor
         storage = tensor.untyped_storage()
         if storage.data_ptr() not in self.skip:
             self.storages[storage.data_ptr()] = storage.nbytes()

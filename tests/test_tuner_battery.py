@@ -8,11 +8,14 @@ import copy
 import functools
 
 import pytest
+from conftest import tiny_run
 import timm.layers
 import torch
 from peft import PeftModel
 
 from peftbench import registry
+from peftbench.cli import main
+from peftbench.store import Store
 from peftbench.backbones import load_backbone
 from peftbench.budget import budget_params, parse_budget, solve
 from peftbench.contracts import ContractError, Probe, check_count
@@ -98,6 +101,17 @@ each = pytest.mark.parametrize("name", TUNERS)
 
 def test_the_battery_covers_the_peft_registry():
     assert len(TUNERS) >= 30, TUNERS
+
+
+def test_every_tuner_trains_through_the_harness(tmp_path):
+    """One real run each (tuning's first trial and a final one) through the training loop, its
+    accounting and its contracts, which the checks below do not reach."""
+    store = tmp_path / "r.db"
+    image_tuners = [name for name in TUNERS if not registry.methods().loaded[name].language_only]
+    main(tiny_run(",".join(image_tuners), "--trials", "1", store=store))
+    failed = {r["method"]: r["error"] for r in Store(str(store)).records() if r["status"] != "ok"}
+    assert not failed
+    assert {r["method"] for r in Store(str(store)).records()} == set(image_tuners)
     assert {"lora", "dora", "vera", "adapter", "hora", "loha", "lokr", "oft", "ia3"} <= set(TUNERS)
 
 
