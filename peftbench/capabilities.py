@@ -50,7 +50,8 @@ def capabilities(found: Plugins, backbones: tuple[str, ...] = OFFLINE, budget: s
         row |= {f"{b.name} at {budget}": reach(method, b, t) for b, t in zip(loaded, targets)}
         rows.append(row | {"merge": "yes" if method.mergeable else "no",
                            "save/load": "peft" if isinstance(method, PeftMethod) else "-",
-                           "backbones": "language only" if method.language_only else "any"})
+                           "backbones": "language only" if method.language_only else "any",
+                           "notes": method.notes})
     rows += [{"method": name, "knob": f"refused: {why}"} for name, why in found.refused.items()]
     return pd.DataFrame(rows).fillna("")
 

@@ -23,6 +23,9 @@ from .spec import MethodSpec
 class Method:
     name: str = ""
     description: str = ""
+    #: what a reader of the capabilities matrix (docs/methods.md) should know of its configuration:
+    #: what its knob means, the options fixed and why
+    notes: str = ""
     #: The knobs a budget reference names, e.g. ("r",) in ``lora:r=8``; empty for methods with a
     #: fixed size. A size may carry finer knobs too (``plus1``), which the solver sets.
     knobs: tuple[str, ...] = ("r",)

@@ -101,6 +101,7 @@ each = pytest.mark.parametrize("name", TUNERS)
 
 def test_the_battery_covers_the_peft_registry():
     assert len(TUNERS) >= 30, TUNERS
+    assert {"lora", "dora", "vera", "adapter", "hora", "loha", "lokr", "oft", "ia3"} <= set(TUNERS)
 
 
 def test_every_tuner_trains_through_the_harness(tmp_path):
@@ -112,7 +113,6 @@ def test_every_tuner_trains_through_the_harness(tmp_path):
     failed = {r["method"]: r["error"] for r in Store(str(store)).records() if r["status"] != "ok"}
     assert not failed
     assert {r["method"] for r in Store(str(store)).records()} == set(image_tuners)
-    assert {"lora", "dora", "vera", "adapter", "hora", "loha", "lokr", "oft", "ia3"} <= set(TUNERS)
 
 
 @grid
@@ -175,9 +175,18 @@ def test_disabled_adapter_gives_the_base_outputs_and_trains_nothing(bb, name):
     assert trainable_names(model) == before
 
 
+#: peft's own limits on a side feature, each expected to fail (strictly: a fixed peft shows here)
+SIDE_FEATURE_LIMITS = {
+    "adalora": "peft: 'AdaLoraModel supports only 1 trainable adapter'",
+    "lily": "peft: add_adapter skips Lily's _post_injection_hook, so a second adapter's B is not shared",
+}
+
+
 @grid
 @each
-def test_adding_switching_and_deleting_adapters_trains_only_the_active_one(bb, name):
+def test_adding_switching_and_deleting_adapters_trains_only_the_active_one(bb, name, request):
+    if name in SIDE_FEATURE_LIMITS:
+        request.applymarker(pytest.mark.xfail(reason=SIDE_FEATURE_LIMITS[name], strict=True))
     model, method, sizing = adapted(bb, name)
     model.add_adapter("other", method.peft_config(backbone(bb), sizing.size, method.defaults))
     assert trainable_names(model) == adapter_names(model, "default")

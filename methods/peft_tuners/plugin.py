@@ -70,8 +70,14 @@ def tuner_method(peft_type: str, entry: Entry) -> type[PeftTuner]:
         "knobs": (entry.knob,) if entry.knob else (),
         "mergeable": entry.mergeable,
         "language_only": entry.lm_only,
+        "notes": notes(entry),
         "__module__": __name__,
     })
+
+
+def notes(entry: Entry) -> str:
+    fixed = ", ".join(f"{key}={value!r}" for key, value in entry.options.items())
+    return entry.why + (f" (set: {fixed}; the rest at peft's defaults)" if fixed else "")
 
 
 def trainable_after(module: nn.Module, config) -> int:

@@ -18,8 +18,9 @@ Shapes = Sequence[tuple[int, int]]
 class Entry:
     #: the config field that sizes the tuner (``r``, ``n_frequency``, ...); None for a fixed size
     knob: str | None
-    #: the knob's values on these target shapes, ordered by increasing trainable count
-    values: Callable[[Shapes], Sequence[int]] | None = None
+    #: the knob's values on these target shapes, ordered by increasing trainable count (a float knob,
+    #: a density or sparsity, in fixed steps)
+    values: Callable[[Shapes], Sequence[int | float]] | None = None
     #: config fields set beyond peft's defaults (besides target_modules and the knob)
     options: dict = field(default_factory=dict)
     #: why those options, or anything else a reader of docs/methods.md should know
