@@ -64,8 +64,9 @@ def plugins(group: str, only: frozenset[str] | None = None) -> Plugins:
             for name, method in members.items():
                 if name in loaded:
                     continue
-                if misnamed(group, name, method):
-                    broken[name] = misnamed(group, name, method)
+                why = misnamed(group, name, method)
+                if why:
+                    broken[name] = why
                 else:
                     loaded[name], origin[name] = method, f"{ep.dist.name if ep.dist else '?'} ({family.origin})"
                     from_family[name] = ep.name
