@@ -501,7 +501,7 @@ def cmd_budget(args) -> int:
                 continue
             failed = failed or error is not None
             note = (f"failed: {error}" if error else f"fixed size: {fixed_why(method)}" if not method.knobs
-                    else "" if sizing.reached else "† cannot land within 1%: its closest size below")
+                    else "" if sizing.reached else f"† cannot land within 1%: {missed_why(method, backbone, target)}")
             size = ", ".join(f"{k}={v}" for k, v in sizing.size.items()) or "fixed"
             rows.append({"method": name, "size": None if error else size,
                          "trainable": None if error else f"{sizing.count:,}",
@@ -511,6 +511,18 @@ def cmd_budget(args) -> int:
         raise UsageError(refusals[0])  # nothing could be sized: the refusal is the answer
     print("\n".join(tables))
     return 1 if failed else 0
+
+
+def missed_why(method, backbone, target: int) -> str:
+    """Why the solver took a size below the budget: the next size up overshoots it, or there is none."""
+    from .budget import TOLERANCE
+
+    above = [size for size in method.near(backbone, target) if method.count(backbone, size) > target * (1 + TOLERANCE)]
+    if not above:
+        return "its largest size is below the budget"
+    size, count = above[0], method.count(backbone, above[0])
+    shown = ", ".join(f"{k}={v}" for k, v in size.items())
+    return f"the next size up, {shown}, is {count / target:.1%}"
 
 
 def fixed_why(method) -> str:

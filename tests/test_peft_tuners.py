@@ -161,3 +161,11 @@ def test_importing_the_family_loads_neither_torch_nor_peft():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr
     assert peft_tuners.TUNERS.origin.startswith("peft ")
+
+
+def test_budget_says_why_a_tuner_misses_the_budget(capsys):
+    assert main(["budget", "--backbone", "tiny-vit", "--methods", "tinylora,boft,loha"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert "† cannot land within 1%: its largest size is below the budget" in rows["tinylora"]
+    assert "† cannot land within 1%: the next size up, boft_block_size=" in rows["boft"]
+    assert "†" not in rows["loha"]
