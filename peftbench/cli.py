@@ -517,10 +517,11 @@ def missed_why(method, backbone, target: int) -> str:
     """Why the solver took a size below the budget: the next size up overshoots it, or there is none."""
     from .budget import TOLERANCE
 
-    above = [size for size in method.near(backbone, target) if method.count(backbone, size) > target * (1 + TOLERANCE)]
-    if not above:
+    size = next((size for size in method.near(backbone, target)
+                 if method.count(backbone, size) > target * (1 + TOLERANCE)), None)
+    if size is None:
         return "its largest size is below the budget"
-    size, count = above[0], method.count(backbone, above[0])
+    count = method.count(backbone, size)
     shown = ", ".join(f"{k}={v}" for k, v in size.items())
     return f"the next size up, {shown}, is {count / target:.1%}"
 
