@@ -69,9 +69,9 @@ def write_docs(path: Path, table: str) -> None:
     """Put ``table`` between the markers in ``path`` (docs/methods.md), leaving the rest as it is."""
     text = path.read_text()
     head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    if not rest:
-        raise UsageError(f"{path} has no line {BEGIN}")
+    _, end, tail = rest.partition(END)
+    if not rest or not end:
+        raise UsageError(f"{path} needs the lines {BEGIN} and {END}, in this order")
     path.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
 
 

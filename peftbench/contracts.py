@@ -41,6 +41,8 @@ class Probe:
         self.base_ids = {id(p) for p in base.parameters()}
         with torch.no_grad():
             self.base_output = run(base.eval())
+        # a second forward, in grad mode: its output may round differently from the no-grad one above,
+        # which check_changed compares with bit for bit
         self.base_used = used_parameters(run, base)
 
     def check_connected(self, adapted: nn.Module) -> None:

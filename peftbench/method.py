@@ -67,14 +67,22 @@ class Method:
         return Ladder(backbone.layout.hidden_size, lambda i: {"r": i + 1})
 
     def near(self, backbone: Backbone, target: int) -> Iterable[dict]:
-        """The sizes the solver weighs for ``target``: the two either side of it on a bisected
-        ``sizes()``; a scanned one whole (the solver stops past the tolerance). A method with two
-        knobs and a preference between them (HoRA) overrides this."""
+        """The sizes the solver weighs for ``target``: on a bisected ``sizes()``, every size within
+        1% of it (for ``preference`` to choose among) and the nearest either side; a scanned one
+        whole (the solver stops past the tolerance). A method whose sizes are not one monotone
+        sequence (HoRA: ranks by widths) overrides this."""
+        from .budget import TOLERANCE
+
         sizes = self.sizes(backbone)
         if not isinstance(sizes, Sequence):
             return sizes
-        above = bisect.bisect_left(sizes, target, key=lambda size: self.count(backbone, size))
-        return sizes[max(above - 1, 0):above + 1]
+
+        def count(size):
+            return self.count(backbone, size)
+
+        low = bisect.bisect_left(sizes, target * (1 - TOLERANCE), key=count)
+        high = bisect.bisect_right(sizes, target * (1 + TOLERANCE), key=count)
+        return sizes[max(low - 1, 0):high + 1]
 
     def preference(self, size: dict) -> float:
         """Among sizes within 1% of a budget the solver takes the lowest preference (then the

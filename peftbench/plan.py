@@ -176,7 +176,9 @@ def load_task(task: Task, recipe, backbone: Backbone, data_root) -> tuple[Splits
             check_labels(task, splits)
         return splits, None
     except UsageError as exc:
-        raise exc if task.id in str(exc) else UsageError(f"{task.id}: {exc}") from exc
+        if task.id in str(exc):
+            raise
+        raise UsageError(f"{task.id}: {exc}") from exc
     except Exception as exc:
         return Splits([], [], [], []), f"task {task.id} failed to load: {one_line(exc)}"
 
@@ -296,7 +298,7 @@ class Planner:
                     try:
                         sizing, error = size_method(method, backbone, target)
                     except Refusal as exc:
-                        skipped.setdefault(str(exc), []).append(task.id)
+                        skipped.setdefault(str(exc), {})[task.id] = None  # once per task, whatever the budgets
                         continue
                     cells += [Cell(task, method, backbone, sizing, recipe, text, fraction, failed or error)
                               for fraction in self.options.fractions]

@@ -57,6 +57,7 @@ def plugins(group: str, only: frozenset[str] | None = None) -> Plugins:
         broken.update(failed)
         for ep, family in found.items():  # a plain plugin of the same name wins over a member
             try:
+                family.names()  # what names() fails on, check_names would report as unknown methods
                 members, reasons = family.members(), family.refused()
             except Exception as exc:
                 broken[ep.name] = one_line(exc)
@@ -71,7 +72,8 @@ def plugins(group: str, only: frozenset[str] | None = None) -> Plugins:
                     loaded[name], origin[name] = method, f"{ep.dist.name if ep.dist else '?'} ({family.origin})"
                     from_family[name] = ep.name
             refused.update({name: why for name, why in reasons.items() if name not in loaded})
-    return Plugins(dict(sorted(loaded.items())), origin, broken, dict(sorted(refused.items())), from_family)
+    refused = {name: why for name, why in sorted(refused.items()) if name not in loaded}  # another family offers it
+    return Plugins(dict(sorted(loaded.items())), origin, broken, refused, from_family)
 
 
 def misnamed(group: str, name: str, plugin) -> str | None:

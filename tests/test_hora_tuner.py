@@ -492,6 +492,25 @@ def test_generator_runs_once_per_forward_and_block(arch):
             torch.testing.assert_close(p.grad, cached[name], atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["llama", "dinov2"])
+def test_a_forward_interrupted_inside_a_block_leaves_no_stale_codes(arch):
+    _, model, inputs = build(arch)
+    first = next(m for m in model.modules() if isinstance(m, HoraLayer))
+    handle = first.register_forward_hook(lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        run(model, inputs)
+    handle.remove()
+    train(model, inputs, steps=2)  # codes from the interrupted pass would be backpropagated twice
+
+
+def test_deleting_an_inactive_adapter_leaves_the_active_ones_generators_as_they_were():
+    _, model, inputs = build("llama")
+    model.add_adapter("other", copy.deepcopy(model.peft_config["default"]))
+    model.base_model.set_adapter("default", inference_mode=True)  # active, frozen
+    model.delete_adapter("other")
+    assert trainable(model) == 0
+
+
 # --- plain LoRA on the MLP projections (lora_modules) of a Llama causal LM ---
 
 MLP_LORA = ["up_proj", "down_proj"]

@@ -95,7 +95,6 @@ class HoraGenerator(nn.Module):
             self.B_seed = nn.Parameter(_kaiming_(torch.empty(heads, head_dim, r)))
         # Codes generated in the block's current forward pass, by grad mode; None: no pass is open (see open_pass).
         self._codes: dict[bool, tuple[torch.Tensor, torch.Tensor]] | None = None
-        self._depth = 0
 
     def check(self, name: str, in_features: int, head_dim: int) -> None:
         """Targets of one block must fit the seeds and generator that they share."""
@@ -134,17 +133,13 @@ class HoraGenerator(nn.Module):
 
     def open_pass(self, *_) -> None:
         """Forward pre-hook of the block that calls the targets. The pass is the block's, not the model's: a
-        checkpointed block recomputed in the backward pass then generates its codes exactly as it first did."""
-        self._depth += 1
-        if self._depth == 1:
-            self._codes = {}
+        checkpointed block recomputed in the backward pass then generates its codes exactly as it first did. A
+        fresh cache each time, so a pass that never closed (interrupted) leaves nothing stale behind."""
+        self._codes = {}
 
     def close_pass(self, *_) -> None:
-        """Forward hook (always called, also when the forward raises): the codes are dropped, since the
-        optimizer will change the seeds before the next pass."""
-        self._depth -= 1
-        if self._depth == 0:
-            self._codes = None
+        """Forward hook: the codes are dropped, since the optimizer will change the seeds before the next pass."""
+        self._codes = None
 
 
 def _group_heads(codes: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -247,7 +242,7 @@ class HoraLayer(BaseTunerLayer):
 
         R is the number of adapted roles; B is zero outside each role's rows and rank columns, so rows of
         non-adapted roles (K of a fused qkv by default) get exactly nothing. Called once per forward, not per token;
-        inside `HoraGenerator.generating()` the block's generator runs once for all its targets.
+        within one forward of the block (`HoraGenerator.open_pass`) its generator runs once for all its targets.
         """
         r = self.r[adapter_name]
         layout = self.hora_layout[adapter_name]

@@ -108,16 +108,18 @@ class HoraModel(BaseTuner):
         self._train_generators(self.active_adapters if enabled else [])
 
     def delete_adapter(self, adapter_name: str) -> None:
+        was_active = adapter_name in self.active_adapters
         super().delete_adapter(adapter_name)
         if adapter_name in self.hora_generators:
             del self.hora_generators[adapter_name]
         self._remove_pass_hooks([adapter_name])
-        # deleting the active adapter activates the next one, whose layers now train: so do its generators
-        self._train_generators(self.active_adapters)
+        if was_active:  # peft activated the next adapter, whose layers now train: so do its generators
+            self._train_generators(self.active_adapters)
 
     def _unload_and_optionally_merge(self, *args, **kwargs):
+        model = super()._unload_and_optionally_merge(*args, **kwargs)  # may refuse: keep the hooks until done
         self._remove_pass_hooks(list(self._pass_hooks))
-        return super()._unload_and_optionally_merge(*args, **kwargs)
+        return model
 
     def _train_generators(self, trainable) -> None:
         """The layers toggle only their own parameters; the generators live here and follow them."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from math import ceil, gcd
 
-from .table import Entry, Shapes, ranks
+from .table import Entry, Shapes, prompt_style, ranks
 
 
 def _side(shapes: Shapes) -> int:
@@ -31,7 +31,10 @@ def _block_sizes(shapes: Shapes) -> list[int]:
     return [b for b in range(g, 0, -1) if g % b == 0]
 
 
-_PROMPT = "language backbones only ({}); peftbench's language tasks do not run prompt-style tuners yet"
+def _sparsities(shapes: Shapes) -> list[float]:
+    """Frozen shares of W in steps of 1e-4, from the highest that leaves every layer one trained entry."""
+    first = ceil(10_000 / min(i * o for i, o in shapes))
+    return [round(1 - k / 10_000, 4) for k in range(first, 10_001)]
 
 ENTRIES: dict[str, Entry] = {
     "unilora": Entry("theta_d_length", values=lambda s: range(1, 32 * sum(i + o for i, o in s) + 1),
@@ -65,8 +68,7 @@ ENTRIES: dict[str, Entry] = {
                                            "the bound lambda trains)"),
     "gralora": Entry("r", values=lambda s: range(2, _side(s) + 1, 2),
                      why="rank spread over gralora_k=2 x 2 sub-blocks (r(d_in+d_out) per layer), so r is even"),
-    "cartridge": Entry(None, lm_only=True,
-                       refused=_PROMPT.format("a trained KV-cache prefix served as past_key_values")),
+    "cartridge": prompt_style("a trained KV-cache prefix served as past_key_values"),
     "tinylora": Entry("u", values=lambda s: range(1, 5),
                       why="trained vector per layer projected to an r x r update between frozen SVD factors (r=2): "
                           "u beyond r*r=4 adds only redundant directions, so larger budgets are not reached"),
@@ -77,7 +79,7 @@ ENTRIES: dict[str, Entry] = {
     "shadow": Entry(None, lm_only=True, mergeable=False,
                     refused="wraps whole decoder blocks of a decoder-only LM with a parallel shadow decoder, not "
                             "linear or norm layers; its size is a whole backbone's"),
-    "supertuning": Entry("sparsity", values=lambda s: [round(1 - k / 10_000, 4) for k in range(1, 10_001)],
+    "supertuning": Entry("sparsity", values=_sparsities,
                          why="the share of each W left frozen: the largest-magnitude (1 - sparsity) d_in*d_out "
                              "entries train; a float knob, in steps of 1e-4"),
     "deft": Entry("r", values=ranks, why="rank of the projection P and injection R (r(d_in+d_out) per layer)"),

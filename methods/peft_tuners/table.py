@@ -36,10 +36,14 @@ class Entry:
     refused: str | None = None
 
 
-#: prompt-style tuners learn virtual tokens or a key/value prefix: a language model's inputs
+def prompt_style(what: str) -> Entry:
+    """A tuner of virtual tokens or a key/value prefix: a language model's inputs."""
+    return Entry(knob=None, lm_only=True, refused=f"language backbones only ({what}); "
+                 "peftbench's language tasks do not run prompt-style tuners yet")
+
+
 PROMPT_STYLE = {
-    name: Entry(knob=None, lm_only=True, refused=f"language backbones only ({what}); "
-                "peftbench's language tasks do not run prompt-style tuners yet")
+    name: prompt_style(what)
     for name, what in {
         "prompt_tuning": "trained virtual-token embeddings",
         "multitask_prompt_tuning": "virtual tokens shared across tasks",
