@@ -408,8 +408,8 @@ def _read_notes(path: str | None) -> str | None:
 
 
 def cmd_leaderboard(args) -> int:
+    from .board import markdown
     from .export import write_jsonl
-    from .leaderboard import render
     from .notes import fill
     from .store import Store, beside
 
@@ -427,7 +427,7 @@ def cmd_leaderboard(args) -> int:
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text("")  # the folder takes files, before any figure is drawn
-        text = render(store, out, against=args.against, notes=notes)
+        text = markdown.page(store, out, against=args.against, notes=notes)
         tmp.write_text(text)
         count = write_jsonl(store.records(phase="final"), results)
         os.replace(tmp, out)

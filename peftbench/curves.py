@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import figures, tables
+from . import figures
+from .board.model import Block, Cell, Figure, Heading, Point, Row, Scatter, Table, Text
 from .budget import FIXED
 from .formats import PERCENT, fmt_count, fmt_fraction, fmt_interval, slug
 from .judging import Columns, Deltas, Judged, Key, fraction_of, frame, intervals, untrained
@@ -73,7 +74,7 @@ def budget_deltas(rows: list[dict], cols: Columns, stats: Intervals, against: st
     return sized, Deltas(stats, sorted(sized.index), against, [(weights, cols.suite_higher, floor)])
 
 
-def budget_table(rows: list[dict], cols: Columns, stats: Intervals, against: str) -> list[str]:
+def budget_table(rows: list[dict], cols: Columns, stats: Intervals, against: str) -> list[Block]:
     """Every method at every budget over the tasks all budgets ran, with its paired difference from
     ``against`` at the same budget: the main table's mean and Δ need every task of the suite."""
     found = budget_deltas(rows, cols, stats, against)
@@ -83,31 +84,68 @@ def budget_table(rows: list[dict], cols: Columns, stats: Intervals, against: str
     table = []
     for key in sorted(sized.index):
         interval = stats.interval(key, weights)
-        score = fmt_interval(interval, cols.suite_metric) if interval else "-"
-        table.append({"method": key[0], "budget": key[1], "trainable": fmt_count(sized[key]),
-                      f"{what}: test {cols.suite_metric}": score,
-                      f"Δ vs {against}": deltas.cell(key, 0, cols.suite_metric)})
-    return [f"Family: the {deltas.family} paired differences of this table, Holm-corrected.", "",
-            *tables.markdown(pd.DataFrame(table)).splitlines()]
+        score = Cell.of(interval, fmt_interval(interval, cols.suite_metric)) if interval else Cell("-")
+        cells = (Cell(key[0]), Cell(key[1]), Cell(fmt_count(sized[key]), sized[key]), score,
+                 deltas.cell(key, 0, cols.suite_metric))
+        table.append(Row(cells, *key))
+    columns = ("method", "budget", "trainable", f"{what}: test {cols.suite_metric}", f"Δ vs {against}")
+    return [Text.of(f"Family: the {deltas.family} paired differences of this table, Holm-corrected."),
+            Table(columns, tuple(table), "budgets")]
+
+
+def _points(rows: list[dict], cols: Columns, stats: Intervals
+            ) -> tuple[dict[tuple[str, str], tuple[pd.DataFrame, Interval]], str] | None:
+    """Per row key, its runs and its score over the tasks every budget ran; a fixed-size method is
+    one point (its first budget). None where there is nothing to draw (a mean over tasks of
+    different metrics)."""
+    weights, what = _curve_weights(rows, cols)
+    if weights is None:
+        return None
+    found, seen = {}, set()
+    for (method, budget), group in sorted(frame(rows).groupby(["method", "budget"])):
+        if group["fixed"].all() and method in seen:
+            continue
+        interval = stats.interval((method, budget), weights)
+        if interval is not None:
+            found[(method, budget)] = (group, interval)
+            seen.add(method)
+    return found, what
 
 
 def pareto(rows: list[dict], cols: Columns, stats: Intervals, title: str, path: Path, interval: str) -> bool:
-    """One line per method through its budgets; a fixed-size method is one point (its first budget).
-    False where there is nothing to draw (a mean over tasks of different metrics)."""
-    weights, what = _curve_weights(rows, cols)
-    if weights is None:
+    """One line per method through its budgets. False where there is nothing to draw."""
+    found = _points(rows, cols, stats)
+    if found is None:
         return False
-    df = frame(rows)
     points: dict[str, list[figures.Point]] = defaultdict(list)
-    for (method, budget), group in sorted(df.groupby(["method", "budget"])):
-        if group["fixed"].all() and points.get(method):
-            continue
-        found = stats.interval((method, budget), weights)
-        if found is not None:
-            points[method].append(_point(group["trainable"].mean(), found))
+    for (method, _), (group, score) in found[0].items():
+        points[method].append(_point(group["trainable"].mean(), score))
     lines = [figures.Line(method, method, sorted(pts, key=lambda p: p.x)) for method, pts in points.items()]
-    figures.pareto(lines, axis(cols, what + ":"), title, path, interval)
+    figures.pareto(lines, axis(cols, found[1] + ":"), title, path, interval)
     return True
+
+
+#: the scatter's x choices: label -> (frame column, aggregation, whether lower is better)
+RESOURCES = {"trainable parameters": ("trainable", "mean", True), "training samples/s": ("train_rate", "mean", False),
+             "inference samples/s": ("eval_rate", "mean", False), "peak memory (MB)": ("peak", "max", True)}
+
+
+def scatter(rows: list[dict], cols: Columns, stats: Intervals, title: str) -> Scatter | None:
+    """The Pareto plot's data for the HTML page: each row's score against every resource."""
+    found = _points(rows, cols, stats)
+    if found is None:
+        return None
+    keys, what = found
+    budgets = len({key[1] for key in keys})
+    points = []
+    for (method, budget), (group, score) in keys.items():
+        x = {name: float(group[column].agg(how)) for name, (column, how, _) in RESOURCES.items()}
+        low, high = (score.low, score.high) if score.known else (None, None)
+        points.append(Point(method, budget, label((method, budget), budgets, bool(group["fixed"].all())),
+                            score.estimate, low, high, x))
+    scale = 100 if cols.suite_metric in PERCENT else 1
+    return Scatter(title, axis(cols, what + ":").label, cols.suite_higher is not False, scale,
+                   {name: lower for name, (_, _, lower) in RESOURCES.items()}, tuple(points))
 
 
 def _examples(rows: list[dict]) -> dict[str, dict[float, int]]:
@@ -158,21 +196,19 @@ def _fractions(rows: list[dict], cols: Columns, known: dict[float, Intervals],
 
 
 def _fraction_table(judged: dict[str, dict[float, Judged]], keys: list[Key], labels: dict[Key, str],
-                    fractions: list[float], metric: str | None, examples: dict[str, dict[float, int]]
-                    ) -> list[str]:
+                    fractions: list[float], metric: str | None, examples: dict[str, dict[float, int]]) -> Table:
     table = []
     for panel, columns in judged.items():
         counts = examples.get(panel)
         if counts:
-            table.append({"task": panel, "method": "*training examples*",
-                          **{fmt_fraction(f): f"{counts[f]:,}" if f in counts else "-" for f in fractions}})
+            table.append(Row((Cell(panel), Cell("*training examples*"),
+                              *(Cell(f"{counts[f]:,}", counts[f]) if f in counts else Cell("-") for f in fractions))))
         for key in sorted(keys, key=labels.get):
             if sum(key in columns[f].intervals for f in columns) > 1:
-                table.append({"task": panel, "method": labels[key],
-                              **{fmt_fraction(f): columns[f].cell(key, metric) if f in columns else "-"
-                                 for f in fractions}})
-    return tables.markdown(pd.DataFrame(table, columns=["task", "method", *map(fmt_fraction, fractions)])
-                           .fillna("-")).splitlines()
+                table.append(Row((Cell(panel), Cell(labels[key]),
+                                  *(columns[f].cell(key, metric) if f in columns else Cell("-") for f in fractions)),
+                                 *key))
+    return Table(("task", "method", *map(fmt_fraction, fractions)), tuple(table), "fractions")
 
 
 def _fraction_lines(judged: dict[str, dict[float, Judged]], keys: list[Key], labels: dict[Key, str]
@@ -190,23 +226,23 @@ def _fraction_lines(judged: dict[str, dict[float, Judged]], keys: list[Key], lab
     return panels
 
 
-
-
 def fraction_section(suite: str, backbone: str, rows: list[dict], known: dict[float, Intervals],
-                     figures_dir: Path | None) -> list[str]:
+                     figures_dir: Path | None) -> list[Block]:
     """The sample-efficiency subsection: its figure and table."""
     cols = Columns(rows)
     judged, keys, labels, fractions = _fractions(rows, cols, known)
     examples = _examples(rows)
-    out = [f"### {suite} on {backbone}: sample efficiency", "",
-           f"Each method trained on nested fractions of the training split (the smaller inside the larger, fixed by "
-           f"the split seed) and tested on the full test split; test {cols.suite_metric}, mean over seeds ± half its "
-           f"95% t interval; bold as above, per fraction (each fraction's column is a family of its own).", ""]
+    out: list[Block] = [
+        Heading(3, f"{suite} on {backbone}: sample efficiency"),
+        Text.of(f"Each method trained on nested fractions of the training split (the smaller inside the larger, fixed "
+                f"by the split seed) and tested on the full test split; test {cols.suite_metric}, mean over seeds ± "
+                f"half its 95% t interval; bold as above, per fraction (each fraction's column is a family of its "
+                f"own).")]
     if figures_dir is not None and judged:
         name = f"{slug(suite)}-{slug(backbone)}-fractions.png"
         figures.fractions(_fraction_lines(judged, keys, labels), axis(cols, ""),
                           f"{suite} on {backbone}, budget {', '.join(budgets(rows))}: test {cols.suite_metric} "
                           f"against the training data", figures_dir / name, examples, "95% t interval over seeds")
-        out += [f"![{suite} on {backbone}: test {cols.suite_metric} against the data fraction]"
-                f"({figures_dir.name}/{name})", ""]
-    return out + _fraction_table(judged, keys, labels, fractions, cols.suite_metric, examples) + [""]
+        out.append(Figure(f"{figures_dir.name}/{name}",
+                          f"{suite} on {backbone}: test {cols.suite_metric} against the data fraction"))
+    return [*out, _fraction_table(judged, keys, labels, fractions, cols.suite_metric, examples)]

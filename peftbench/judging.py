@@ -12,6 +12,7 @@ from collections.abc import Hashable
 
 import pandas as pd
 
+from .board.model import Cell
 from .formats import PERCENT, fmt_delta, fmt_interval
 from .outcomes import decode
 from .stats import Interval, Intervals, detectable, holm, unbeaten
@@ -103,6 +104,15 @@ def untrained(df: pd.DataFrame) -> list[Key]:
     """Rows that train nothing at all (no backbone parameter, no head): the untrained model."""
     found = df.groupby(["method", "budget"])[["trainable", "head"]].max()
     return [key for key, row in found.iterrows() if row["trainable"] == 0 and row["head"] == 0]
+
+
+def complete(rows: list[dict], cols: Columns) -> list[Key]:
+    """The rows that ran every task of the table (all of them, where none did): the budget curve's
+    rows that ran some tasks only are compared in the budgets table instead."""
+    keys: list[Key] = sorted({(r["method"], r["budget"]) for r in rows})
+    ran = frame(rows).groupby(["method", "budget"])["task"].nunique()
+    complete = [key for key in keys if ran[key] == len(cols.tasks)]
+    return complete or keys
 
 
 class Columns:
@@ -222,12 +232,13 @@ class Judged:
             if len(eligible) == 1 and len(self.intervals) > 1:  # the one row above chance leads the rest
                 self.best = set(eligible)
 
-    def cell(self, key: Key, metric: str | None) -> str:
+    def cell(self, key: Key, metric: str | None) -> Cell:
         if key not in self.intervals:
-            return "-"
+            return Cell("-")
         text = fmt_interval(self.intervals[key], metric)
         text = f"**{text}**" if key in self.best else text
-        return text + (f" {CHANCE}" if self.at_chance[key] else "")
+        verdict = "chance" if self.at_chance[key] else "best" if key in self.best else None
+        return Cell.of(self.intervals[key], text + (f" {CHANCE}" if self.at_chance[key] else ""), verdict)
 
 
 class Deltas:
@@ -266,11 +277,12 @@ class Deltas:
             return None
         return "better" if (diff.estimate > 0) == self.higher[column] else "worse"
 
-    def cell(self, key: Key, column: int, metric: str | None) -> str:
+    def cell(self, key: Key, column: int, metric: str | None) -> Cell:
         if key[0] == self.against:
-            return "reference"
+            return Cell("reference", verdict="reference")
         diff = self.diffs.get((key, column))
         if diff is None:
-            return "-"
-        return fmt_delta(diff, metric, self.verdict(key, column),
-                         detectable(diff.sd, diff.n, self.family, self.floors[column]))
+            return Cell("-")
+        verdict = self.verdict(key, column)
+        return Cell.of(diff, fmt_delta(diff, metric, verdict,
+                                       detectable(diff.sd, diff.n, self.family, self.floors[column])), verdict)

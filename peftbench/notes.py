@@ -39,7 +39,7 @@ from . import aggregates, curves, tuning_report
 from .errors import UsageError
 from .formats import PERCENT, fmt_delta, fmt_interval, fmt_value
 from .stats import detectable
-from .judging import Columns, Deltas, Judged, fraction_of, frame, intervals, most_tuned, untrained
+from .judging import Columns, Deltas, Judged, complete, fraction_of, frame, intervals, most_tuned, untrained
 from .store import Store
 
 CLAIM = re.compile(r"\{\{\s*(.+?)\s*\}\}")
@@ -90,22 +90,18 @@ class Section:
 
     @cached_property
     def aggregates(self) -> dict:
-        from .leaderboard import _complete
-
         main = self.at(None)
         cols = Columns(main)
-        keys = _complete(main, cols)
+        keys = complete(main, cols)
         references = {key: (self.against, key[1]) for key in keys if (self.against, key[1]) in keys}
         return aggregates.aggregates(intervals(main), keys, cols.tasks, cols.suite_higher, references)
 
     @cached_property
     def deltas(self) -> tuple[Columns, Deltas]:
-        from .leaderboard import _complete
-
         main = self.at(None)
         cols, stats = Columns(main), intervals(main)
         columns = [(w, cols.direction(i), cols.resolution(i, stats)) for i, w in enumerate(cols.weights())]
-        return cols, Deltas(stats, _complete(main, cols), self.against, columns)
+        return cols, Deltas(stats, complete(main, cols), self.against, columns)
 
 
 def _column(cols: Columns, name: str | None) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import tables
+from .board.model import Table
 from .budget import FIXED
 from .formats import PERCENT, fmt_count, fmt_fraction, fmt_value
 from .judging import Columns, fraction_of
@@ -41,7 +41,7 @@ def _selected(r: dict, metric: str) -> str:
     return f"{trials} trials; selection not recorded" if trials else "not recorded"
 
 
-def hparams_table(rows: list[dict], cols: Columns) -> list[str]:
+def hparams_table(rows: list[dict], cols: Columns) -> Table:
     """Per method and budget, the hyper-parameters its final runs used and what selected them;
     tasks that share every value share a row."""
     shared = ("lr", "head_lr", "weight_decay")
@@ -68,7 +68,27 @@ def hparams_table(rows: list[dict], cols: Columns) -> list[str]:
     everything = len(cols.tasks)
     grouped["tasks"] = [f"all {everything}" if len(ts) == everything and everything > 1 else ", ".join(ts)
                         for ts in grouped["task"]]
-    return tables.markdown(grouped[["method", "budget", "tasks", *values]]).splitlines()
+    return Table.of_frame(grouped[["method", "budget", "tasks", *values]], "hparams")
+
+
+def row_details(rows: list[dict]) -> tuple[tuple[str, str], ...]:
+    """What the page shows on demand for one row (a method at a budget): per task the size and
+    hyper-parameters its final runs used and what selected them; then their commit, machine and
+    package versions."""
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_task[r["task"]].append(r)
+    out = []
+    for task, runs in by_task.items():
+        used = dict.fromkeys(", ".join(f"{k}={_number(v)}" for k, v in sorted(r["hparams"].items())) for r in runs)
+        size = ", ".join(f"{k}={v}" for k, v in (runs[0]["size"] or {}).items()) or "fixed size"
+        seeds = ", ".join(str(s) for s in sorted({r["seed"] for r in runs}))
+        out.append((task, f"{size}; {' / '.join(used) or 'no hyper-parameters'}; "
+                          f"{_selected(runs[0], runs[0]['metric'])}; seeds {seeds}"))
+    out += [("commit", _joined((r["env"] or {}).get("git_commit") or "-" for r in rows)),
+            ("machine", "; ".join(sorted({_machine(r["env"] or {}) for r in rows}))),
+            ("versions", ", ".join(f"{k} {' / '.join(v)}" for k, v in _versions(rows).items()) or "-")]
+    return tuple(out)
 
 
 def _recipe(settings: dict, scored: str | None) -> str:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import figures, tables, tuning_report
+from . import figures, tuning_report
+from .board.model import Block, Figure, Heading, Table, Text
 from .formats import slug
 
 
@@ -29,7 +30,8 @@ def converged(summaries: list[dict]) -> list[float]:
     return [sum(len(c) > i and c[i] == c[-1] for c in curves) / len(curves) for i in range(slots)]
 
 
-def render(suite: str, backbone: str, every_run: list[dict], finals: list[dict], figures_dir: Path | None) -> list[str]:
+def render(suite: str, backbone: str, every_run: list[dict], finals: list[dict], figures_dir: Path | None
+           ) -> list[Block]:
     summaries = _studies(every_run, finals)
     if not summaries:
         return []
@@ -43,14 +45,15 @@ def render(suite: str, backbone: str, every_run: list[dict], finals: list[dict],
             "same choice (median)": f"{stability:.0%}" if stability is not None else "-",
         })
     total = tuning_report.overall(summaries)
-    out = [f"### {suite} on {backbone}: tuning", "",
-           "Per method, its studies (one per task, budget and fraction): how many trials completed (the rest were "
-           "pruned or failed), in how many the defaults (the first trial) won, in how many the winner's val margin "
-           "over the runner-up was below the seed noise of a val score (the spread over the winner's tune seeds, "
-           "or else over the final runs' seeds), and the median share of bootstrap redraws of the trials, each "
-           "val redrawn within its noise, that select the same trial again. Over all "
-           f"{total['studies']} studies the defaults won {total['defaults_won']}.", ""]
-    out += tables.markdown(pd.DataFrame(table)).splitlines() + [""]
+    out: list[Block] = [
+        Heading(3, f"{suite} on {backbone}: tuning"),
+        Text.of("Per method, its studies (one per task, budget and fraction): how many trials completed (the rest "
+                "were pruned or failed), in how many the defaults (the first trial) won, in how many the winner's val "
+                "margin over the runner-up was below the seed noise of a val score (the spread over the winner's tune "
+                "seeds, or else over the final runs' seeds), and the median share of bootstrap redraws of the trials, "
+                "each val redrawn within its noise, that select the same trial again. Over all "
+                f"{total['studies']} studies the defaults won {total['defaults_won']}."),
+        Table.of_frame(pd.DataFrame(table).astype(str), "tuning")]
     if figures_dir is not None:
         lines = []
         for method in sorted({s["method"] for s in summaries}):
@@ -59,5 +62,5 @@ def render(suite: str, backbone: str, every_run: list[dict], finals: list[dict],
         name = f"{slug(suite)}-{slug(backbone)}-tuning.png"
         figures.convergence(lines, f"{suite} on {backbone}: share of studies whose winner is already found, "
                                    f"by trial", figures_dir / name)
-        out += [f"![{suite} on {backbone}: tuning convergence]({figures_dir.name}/{name})", ""]
+        out.append(Figure(f"{figures_dir.name}/{name}", f"{suite} on {backbone}: tuning convergence"))
     return out

@@ -16,7 +16,7 @@ from conftest import digest
 from sqlalchemy import JSON, Float, Integer
 
 import peftbench.export
-import peftbench.leaderboard
+import peftbench.board.markdown
 from peftbench.cli import EXPORT_FORMATS, main
 from peftbench.export import NESTED, WRITERS, write_jsonl
 from peftbench.outcomes import decode, encode
@@ -218,7 +218,7 @@ def rendered(monkeypatch):
         (figures / "quick-dinov2-s-pareto.png").write_bytes(b"\x89PNG\r\n\x1a\n")
         return f"# peftbench leaderboard\n\n{len(store.records(phase='final', status='ok'))} final runs ok\n"
 
-    monkeypatch.setattr(peftbench.leaderboard, "render", render)
+    monkeypatch.setattr(peftbench.board.markdown, "page", render)
     return seen
 
 
@@ -311,7 +311,7 @@ def test_a_render_that_fails_to_write_leaves_no_folder_behind(store, tmp_path, c
         (Path(out_path).parent / "figures").mkdir()
         raise PermissionError(13, "Permission denied")  # a figure that cannot be saved
 
-    monkeypatch.setattr(peftbench.leaderboard, "render", render)
+    monkeypatch.setattr(peftbench.board.markdown, "page", render)
     assert main(["leaderboard", "--store", str(store), "--out", str(tmp_path / "new" / "board" / "README.md")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"peftbench: error: cannot write {tmp_path / 'new' / 'board' / 'README.md'}: Permission denied"

@@ -11,7 +11,7 @@ from peftbench.backbones import load_backbone
 from peftbench.budget import budget_params, parse_budget, solve
 from peftbench.cli import main
 from peftbench.kinds import KINDS
-from peftbench.leaderboard import render
+from peftbench.board.markdown import page as render
 from peftbench.plan import resolve_methods
 from peftbench.store import Store
 from peftbench.tasks import hmoe

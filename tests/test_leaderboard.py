@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from peftbench import figures
-from peftbench.leaderboard import render
+from peftbench.board.markdown import page as render
 from peftbench.outcomes import encode
 from peftbench.reference import published
 from peftbench.store import Store
