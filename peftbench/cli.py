@@ -52,6 +52,18 @@ def _targets(text):
     return tuple(filter(None, (part.strip() for part in text.split(","))))
 
 
+#: what `peftbench leaderboard --format` writes
+PAGE_FORMATS = ("md", "html")
+
+
+def _formats(text):
+    found = _targets(text)
+    unknown = [f for f in found if f not in PAGE_FORMATS]
+    if unknown or not found:
+        raise argparse.ArgumentTypeError(f"'{text}': choose md, html or md,html")
+    return found
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -131,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="markdown file to write, or a folder to write README.md in; results.jsonl (every "
                             "final run) and figures/ go beside it (default: leaderboard/README.md beside a "
                             f"SQLite store, else {DEFAULT_OUT}/leaderboard/README.md)")
+    board.add_argument("--format", type=_formats, default=("md",),
+                       help="md (the default): the markdown page with PNG figures; html: index.html beside it, one "
+                            "self-contained interactive page (sortable, filterable tables, a Pareto plot with axes "
+                            "to choose, each row's provenance); md,html: both from one build")
     board.add_argument("--against", default="lora", help="the method every other is compared with (default lora)")
     board.add_argument("--notes", help="a markdown file placed under the page's title: what the numbers say, what "
                                        "the page leaves out and why; its {{claims}} are filled from the store and "
@@ -408,7 +424,7 @@ def _read_notes(path: str | None) -> str | None:
 
 
 def cmd_leaderboard(args) -> int:
-    from .board import markdown
+    from .board import build, html, markdown
     from .export import write_jsonl
     from .notes import fill
     from .store import Store, beside
@@ -417,29 +433,42 @@ def cmd_leaderboard(args) -> int:
     # never ./leaderboard/README.md unless asked for: that is where the published page lives
     out = (beside(location, DEFAULT_OUT) / "leaderboard" / "README.md" if args.output is None
            else _output(args.output, "README.md"))
+    pages = {}
+    if "md" in args.format:
+        pages[out] = markdown.render
+    if "html" in args.format:
+        pages[out if out.suffix == ".html" else out.with_name("index.html")] = (
+            lambda board: html.render(board, out.parent))
     results = out.parent / "results.jsonl"
-    _not_a_folder(out, results)
+    _not_a_folder(*pages, results)
     notes = _read_notes(args.notes)
     store = Store(location, create=False)
     if notes:
         notes = fill(notes, store, args.against)  # before anything is written: a failed claim stops here
     created = _make_folder(out.parent, out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    temporary = {path: path.with_name(f".{path.name}.{os.getpid()}.tmp") for path in pages}
     try:
-        tmp.write_text("")  # the folder takes files, before any figure is drawn
-        text = markdown.page(store, out, against=args.against, notes=notes)
-        tmp.write_text(text)
+        for tmp in temporary.values():
+            tmp.write_text("")  # the folder takes files, before any figure is drawn
+        board = build.build(store, out, against=args.against, notes=notes)
+        texts = {path: render(board) for path, render in pages.items()}
+        for path, text in texts.items():
+            temporary[path].write_text(text)
         count = write_jsonl(store.records(phase="final"), results)
-        os.replace(tmp, out)
+        for path, tmp in temporary.items():
+            os.replace(tmp, path)
     except BaseException as exc:
         _remove(created)  # nothing half-written, whatever stopped it
         if isinstance(exc, OSError):
             raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from exc
         raise
     finally:
-        tmp.unlink(missing_ok=True)
-    print(text)
-    print(f"written to {out}, with {results.name} ({count} final run(s)) beside it")
+        for tmp in temporary.values():
+            tmp.unlink(missing_ok=True)
+    if out in texts:
+        print(texts[out])
+    written = " and ".join(str(path) for path in pages)
+    print(f"written to {written}, with {results.name} ({count} final run(s)) beside it")
     return 0
 
 

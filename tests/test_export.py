@@ -15,8 +15,9 @@ import pytest
 from conftest import digest
 from sqlalchemy import JSON, Float, Integer
 
+import peftbench.board.build
 import peftbench.export
-import peftbench.board.markdown
+from peftbench.board.model import Board, Heading, Text
 from peftbench.cli import EXPORT_FORMATS, main
 from peftbench.export import NESTED, WRITERS, write_jsonl
 from peftbench.outcomes import decode, encode
@@ -205,20 +206,21 @@ def test_write_jsonl_sorts_and_writes_non_finite_numbers_as_null(tmp_path):
 
 @pytest.fixture
 def rendered(monkeypatch):
-    """The ``against`` of every leaderboard render. A stand-in for the leaderboard's render (tested in
+    """The ``against`` of every leaderboard build. A stand-in for the leaderboard's build (tested in
     test_leaderboard and, through the command line, in test_cli), with its signature
-    ``render(store, out_path, against=..., notes=...)``: it draws a figure into figures/ beside the markdown, as
-    render does, and says how many final runs it saw."""
+    ``build(store, out_path, against=..., notes=...)``: it draws a figure into figures/ beside the markdown, as
+    build does, and says how many final runs it saw."""
     seen = []
 
-    def render(store, out_path=None, *, against="lora", notes=None):
+    def build(store, out_path=None, *, against="lora", notes=None):
         seen.append(against)
         figures = Path(out_path).parent / "figures"
         figures.mkdir(exist_ok=True)
         (figures / "quick-dinov2-s-pareto.png").write_bytes(b"\x89PNG\r\n\x1a\n")
-        return f"# peftbench leaderboard\n\n{len(store.records(phase='final', status='ok'))} final runs ok\n"
+        return Board([Heading(1, "peftbench leaderboard"),
+                      Text.of(f"{len(store.records(phase='final', status='ok'))} final runs ok")])
 
-    monkeypatch.setattr(peftbench.board.markdown, "page", render)
+    monkeypatch.setattr(peftbench.board.build, "build", build)
     return seen
 
 
@@ -307,11 +309,11 @@ def test_results_jsonl_that_cannot_be_written_leaves_the_markdown_as_it_was(stor
 
 
 def test_a_render_that_fails_to_write_leaves_no_folder_behind(store, tmp_path, capsys, monkeypatch):
-    def render(store, out_path=None, *, against="lora", notes=None):
+    def build(store, out_path=None, *, against="lora", notes=None):
         (Path(out_path).parent / "figures").mkdir()
         raise PermissionError(13, "Permission denied")  # a figure that cannot be saved
 
-    monkeypatch.setattr(peftbench.board.markdown, "page", render)
+    monkeypatch.setattr(peftbench.board.build, "build", build)
     assert main(["leaderboard", "--store", str(store), "--out", str(tmp_path / "new" / "board" / "README.md")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"peftbench: error: cannot write {tmp_path / 'new' / 'board' / 'README.md'}: Permission denied"

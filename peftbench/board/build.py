@@ -94,7 +94,7 @@ def _scores(rows: list[dict], reported: list[Reported], cols: Columns,
     table += _reported_rows(cols, reported, columns, rows[0]["backbone"])
     notes = {"best": any(j.best for j in judged), "chance": any(any(j.at_chance.values()) for j in judged),
              "short": bool(resources["short"].any())}
-    tasks = (None, None, *(cols.tasks[i] if i < len(cols.tasks) else None for i in range(len(cols.names()))),
+    tasks = (None, None, *(cols.tasks[i] if i < len(cols.tasks) else "" for i in range(len(cols.names()))),
              *(None,) * (len(RESOURCES) + 1))
     return Table(columns, tuple(table), "scores", tasks), notes
 
@@ -151,7 +151,7 @@ def _deltas(rows: list[dict], cols: Columns, stats: Intervals, against: str) -> 
             + ", from the cell's own seed-level spread and never below one test example's worth; the last row "
               "gives it per column, from the median spread of the column's cells.")
     names = cols.names()
-    tasks = (None, None, *(cols.tasks[i] if i < len(cols.tasks) else None for i in shown))
+    tasks = (None, None, *(cols.tasks[i] if i < len(cols.tasks) else "" for i in shown))
     return [Text.of(text), Table(("method", "budget", *(names[i] for i in shown)), tuple(table), "deltas", tasks)]
 
 

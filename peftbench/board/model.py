@@ -49,7 +49,7 @@ class Row:
 @dataclass(frozen=True)
 class Table:
     """``role`` names what the table is ("scores", "deltas", ...); ``tasks`` maps a column to the
-    task it shows, for the task filter."""
+    task it shows ("" for a mean over tasks, None for a column of no task), for the task filter."""
 
     columns: tuple[str, ...]
     rows: tuple[Row, ...]
